@@ -1,0 +1,98 @@
+"""The ``worldgrad`` command line: ``worldgrad <command> [--preset NAME] [--field value ...]``.
+
+Each command is a typed, frozen config dataclass plus a function. tyro turns the dataclass (and the
+field docstrings) into flags; ``--preset`` picks the defaults those flags override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    load: Callable[[], tuple[type, dict[str, Any], Callable[[Any], Any]]]
+    """returns (config class, presets by name, run function); imported lazily to keep --help fast"""
+
+
+def _collect() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.commands import run_collect
+    from worldgrad.data.collect import CollectConfig
+
+    return CollectConfig, {}, run_collect
+
+
+def _eval() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.commands import run_eval
+    from worldgrad.eval.harness import EvalConfig
+
+    return EvalConfig, {}, run_eval
+
+
+def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.pipeline import PRESETS, PipelineConfig, run_pipeline
+
+    return PipelineConfig, PRESETS, run_pipeline
+
+
+COMMANDS: dict[str, Command] = {
+    "collect": Command("record play data on the real system with a scripted operator", _collect),
+    "eval": Command("evaluate policies zero-shot on held-out seeds of the real system", _eval),
+    "pipeline": Command("the main job: every stage end to end, reusing finished stages", _pipeline),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: worldgrad <command> [--preset NAME] [options]", "", "commands:"]
+    lines += [f"  {name:<10} {cmd.help}" for name, cmd in COMMANDS.items()]
+    lines += ["", "`worldgrad <command> --help` lists every option of a command."]
+    return "\n".join(lines)
+
+
+def parse(argv: Sequence[str]) -> tuple[str, Any]:
+    """Parses ``argv`` (without the program name) into (command name, resolved config)."""
+    import tyro
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())  # noqa: T201
+        raise SystemExit(0)
+    name, rest = argv[0], list(argv[1:])
+    if name not in COMMANDS:
+        print(f"worldgrad: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2)
+    config_cls, presets, _ = COMMANDS[name].load()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(presets) if presets else None, default=None)
+    known, rest = pre.parse_known_args(rest)
+    if known.preset and not presets:
+        raise SystemExit(f"worldgrad {name}: this command has no presets")
+    default = presets[known.preset] if known.preset else (presets.get("tiny") if presets else None)
+    description = COMMANDS[name].help
+    if presets:
+        description += f"\n\npresets (--preset NAME, default tiny): {', '.join(presets)}"
+    config = tyro.cli(config_cls, args=rest, default=default, prog=f"worldgrad {name}", description=description)
+    return name, config
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    # Set once here rather than at import time: pygame prints a banner on import otherwise.
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        name, config = parse(sys.argv[1:] if argv is None else argv)
+        COMMANDS[name].load()[2](config)
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input is reported in one line naming the problem and the fix, without a traceback.
+        if os.environ.get("WORLDGRAD_DEBUG"):
+            raise
+        print(f"worldgrad: error: {e} (WORLDGRAD_DEBUG=1 shows the traceback)", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Zero-shot evaluation on the real system over a fixed list of held-out seeds.
+
+Seeds are ``EVAL_SEED_START + i``: the same list for every policy and every run, disjoint from the
+collection seeds by construction. Metrics per episode: success (coverage ever > 0.95), final coverage,
+max coverage, steps to success.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from worldgrad.data.collect import EVAL_SEED_START
+from worldgrad.envs.pusht import PushTConfig, PushTEnv
+from worldgrad.eval.policies import Policy, make_policy
+from worldgrad.eval.video import annotate, write_video
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate policies zero-shot on the real system."""
+
+    policies: tuple[str, ...] = ("random", "operator:explorer", "operator:pusher")
+    """policy specs: random, operator:NAME"""
+    env: str = "pusht"
+    """real system to evaluate on"""
+    episodes: int = 50
+    """episodes per policy, on seeds EVAL_SEED_START + 0 .. episodes - 1"""
+    videos: int = 3
+    """episodes per policy saved as mp4"""
+    out: Path = Path("runs/eval")
+    """folder for results.json, results.md and videos"""
+    pusht: PushTConfig = field(default_factory=PushTConfig)
+    """Push-T settings (the evaluation protocol: 150 steps at 5 Hz, stop on success)"""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError("eval: --episodes must be >= 1")
+        if self.env != "pusht":
+            raise ValueError(f"unknown env {self.env!r}; choose one of: pusht")
+
+
+def eval_seeds(n: int) -> list[int]:
+    """The fixed evaluation seed list (never used for collection)."""
+    return [EVAL_SEED_START + i for i in range(n)]
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    success: bool
+    final_coverage: float
+    max_coverage: float
+    steps: int
+    steps_to_success: int | None
+
+
+def run_episode(
+    env: PushTEnv, policy: Policy, seed: int, record: bool = False
+) -> tuple[EpisodeResult, list[np.ndarray]]:
+    """Runs one evaluation episode; returns its result and (if ``record``) annotated frames."""
+    obs, info = env.reset(seed=seed)
+    policy.reset(seed)
+    coverages = [info["coverage"]]
+    frames = [annotate(obs, f"t=0 cov={info['coverage']:.2f}")] if record else []
+    success_at = None
+    for t in range(1, env.config.max_episode_steps + 1):
+        obs, _, terminated, truncated, info = env.step(policy.act(obs))
+        coverages.append(info["coverage"])
+        if info["is_success"] and success_at is None:
+            success_at = t
+        if record:
+            frames.append(annotate(obs, f"t={t} cov={info['coverage']:.2f}" + (" SUCCESS" if success_at else "")))
+        if terminated or truncated:
+            break
+    result = EpisodeResult(
+        seed=seed,
+        success=success_at is not None,
+        final_coverage=float(coverages[-1]),
+        max_coverage=float(max(coverages)),
+        steps=len(coverages) - 1,
+        steps_to_success=success_at,
+    )
+    return result, frames
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (sound at 0 and n successes)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, float]:
+    n = len(results)
+    wins = sum(r.success for r in results)
+    lo, hi = wilson_interval(wins, n)
+    return {
+        "episodes": n,
+        "success_rate": wins / n,
+        "success_ci_low": lo,
+        "success_ci_high": hi,
+        "mean_final_coverage": float(np.mean([r.final_coverage for r in results])),
+        "mean_max_coverage": float(np.mean([r.max_coverage for r in results])),
+    }
+
+
+def evaluate_policy(
+    make: Callable[[PushTEnv], Policy], cfg: EvalConfig, progress: bool = True
+) -> tuple[dict[str, float], list[EpisodeResult]]:
+    """Evaluates one policy on ``cfg.episodes`` held-out seeds, saving ``cfg.videos`` videos."""
+    env = PushTEnv(replace(cfg.pusht, terminate_on_success=True))
+    policy = make(env)
+    results = []
+    for i, seed in enumerate(tqdm(eval_seeds(cfg.episodes), desc=f"eval {policy.name}", disable=not progress)):
+        result, frames = run_episode(env, policy, seed, record=i < cfg.videos)
+        results.append(result)
+        if frames:
+            name = policy.name.replace(":", "_").replace("/", "_")
+            write_video(cfg.out / "videos" / f"{name}_seed{seed}.mp4", frames, fps=env.config.control_hz)
+    env.close()
+    return summarize(results), results
+
+
+def format_table(summaries: dict[str, dict[str, float]]) -> str:
+    """A markdown table of the summaries, one row per policy."""
+    lines = [
+        "| policy | episodes | success rate (95% CI) | mean final coverage | mean max coverage |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in summaries.items():
+        ci = f"{s['success_ci_low']:.0%}-{s['success_ci_high']:.0%}"
+        lines.append(
+            f"| {name} | {s['episodes']} | {s['success_rate']:.1%} ({ci})"
+            f" | {s['mean_final_coverage']:.3f} | {s['mean_max_coverage']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Evaluates every policy of ``cfg`` and writes results.json and results.md to ``cfg.out``."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    summaries: dict[str, dict[str, float]] = {}
+    per_episode: dict[str, list[dict[str, object]]] = {}
+    for spec in cfg.policies:
+        summary, results = evaluate_policy(lambda env, spec=spec: make_policy(spec, env), cfg, progress)
+        summaries[spec] = summary
+        per_episode[spec] = [asdict(r) for r in results]
+    record = {
+        "protocol": {
+            "env": cfg.env,
+            "seeds": f"{EVAL_SEED_START}..{EVAL_SEED_START + cfg.episodes - 1}",
+            "max_episode_steps": cfg.pusht.max_episode_steps,
+            "control_hz": cfg.pusht.control_hz,
+            "image_size": cfg.pusht.image_size,
+            "success": "coverage > 0.95 at any step",
+        },
+        "summary": summaries,
+        "episodes": per_episode,
+    }
+    (cfg.out / "results.json").write_text(json.dumps(record, indent=2))
+    (cfg.out / "results.md").write_text(format_table(summaries) + "\n")
+    return summaries

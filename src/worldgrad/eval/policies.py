@@ -1,0 +1,69 @@
+"""Policies the evaluation harness can run on the real system, named by a spec string.
+
+- ``random``: uniform actions in [-1, 1]^2.
+- ``operator:NAME``: a scripted play operator (it reads the screen like a human; a reference, not a
+  learned policy).
+- later issues add ``checkpoint:PATH`` for trained image policies.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from worldgrad.envs.pusht import PushTEnv
+
+
+class Policy(Protocol):
+    """Maps the current observation to an action. ``reset`` is called at the start of each episode."""
+
+    name: str
+
+    def reset(self, seed: int) -> None: ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+
+
+class RandomPolicy:
+    """Uniform random actions in the action box."""
+
+    name = "random"
+
+    def __init__(self, action_dim: int = 2) -> None:
+        self.action_dim = action_dim
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng([seed, 2])
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self._rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
+
+
+class OperatorPolicy:
+    """A scripted operator driving the env it watches (it needs the env's operator view, not pixels)."""
+
+    def __init__(self, operator_name: str, env: PushTEnv) -> None:
+        from worldgrad.operators.pusht import make_operator
+
+        self.name = f"operator:{operator_name}"
+        self._env = env
+        self._op = make_operator(operator_name, env.config.max_step_px)
+
+    def reset(self, seed: int) -> None:
+        self._op.reset(np.random.default_rng([seed, 1]))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        action, _ = self._op.act(self._env.operator_view())
+        return action
+
+
+def make_policy(spec: str, env: PushTEnv) -> Policy:
+    """Builds a policy from ``random`` or ``operator:NAME``."""
+    kind, _, arg = spec.partition(":")
+    if kind == "random" and not arg:
+        return RandomPolicy(env.action_space.shape[0])
+    if kind == "operator" and arg:
+        return OperatorPolicy(arg, env)
+    raise ValueError(f"unknown policy {spec!r}; use 'random' or 'operator:NAME' (e.g. operator:pusher)")

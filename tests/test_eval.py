@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+
+from worldgrad.data.collect import EVAL_SEED_START
+from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
+from worldgrad.eval.harness import EvalConfig, eval_seeds, evaluate, run_episode, wilson_interval
+from worldgrad.eval.policies import make_policy
+
+
+class StillPolicy:
+    name = "still"
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.zeros(2, np.float32)
+
+
+def test_eval_seeds_are_fixed_and_outside_collection_range():
+    assert eval_seeds(3) == [EVAL_SEED_START, EVAL_SEED_START + 1, EVAL_SEED_START + 2]
+
+
+def test_episode_metrics_and_success_detection():
+    env = PushTEnv(PushTConfig(max_episode_steps=4))
+    result, frames = run_episode(env, StillPolicy(), seed=EVAL_SEED_START, record=True)
+    assert result.steps == 4 and not result.success and len(frames) == 5
+    assert result.max_coverage >= result.final_coverage >= 0.0
+
+    class AtGoal(PushTEnv):
+        def reset(self, *, seed=None, options=None):
+            return super().reset(seed=seed, options={"block_pose": GOAL_POSE, "agent_pos": (256.0, 440.0)})
+
+    result, _ = run_episode(AtGoal(PushTConfig(max_episode_steps=4)), StillPolicy(), seed=1)
+    assert result.success and result.steps_to_success == 1 and result.steps == 1
+
+
+def test_summary_and_wilson_interval():
+    lo, hi = wilson_interval(0, 50)
+    assert lo == 0.0 and 0.05 < hi < 0.09
+    lo, hi = wilson_interval(25, 50)
+    assert lo < 0.5 < hi
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_evaluate_writes_results_and_videos(tmp_path):
+    cfg = EvalConfig(policies=("random", "operator:explorer"), episodes=2, videos=1, out=tmp_path,
+                     pusht=PushTConfig(max_episode_steps=5))  # fmt: skip
+    summaries = evaluate(cfg, progress=False)
+    assert set(summaries) == {"random", "operator:explorer"}
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert len(record["episodes"]["random"]) == 2 and record["summary"]["random"]["episodes"] == 2
+    assert "| random | 2 |" in (tmp_path / "results.md").read_text()
+    videos = sorted(p.name for p in (tmp_path / "videos").iterdir())
+    assert videos == [f"operator_explorer_seed{EVAL_SEED_START}.mp4", f"random_seed{EVAL_SEED_START}.mp4"]
+    assert all((tmp_path / "videos" / v).stat().st_size > 1000 for v in videos)
+    # same seeds, same policy: same numbers
+    again = evaluate(cfg, progress=False)
+    assert again == summaries
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown policy 'greedy'"):
+        make_policy("greedy", PushTEnv())
