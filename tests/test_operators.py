@@ -66,5 +66,5 @@ def test_t_distance_is_signed():
 
 
 def test_unknown_operator():
-    with pytest.raises(ValueError, match=r"unknown operator 'robot'.*explorer, pusher"):
+    with pytest.raises(ValueError, match=r"unknown operator .robot.*explorer, pusher, expert"):
         make_operator("robot", 50.0)

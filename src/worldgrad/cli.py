@@ -35,6 +35,13 @@ def _eval() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     return EvalConfig, {}, run_eval
 
 
+def _import_lerobot() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.commands import run_import_lerobot
+    from worldgrad.data.lerobot import ImportConfig
+
+    return ImportConfig, {}, run_import_lerobot
+
+
 def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     from worldgrad.pipeline import PRESETS, PipelineConfig, run_pipeline
 
@@ -43,6 +50,7 @@ def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
 
 COMMANDS: dict[str, Command] = {
     "collect": Command("record play data on the real system with a scripted operator", _collect),
+    "import-lerobot": Command("import real-robot recordings in the LeRobot v2.x layout", _import_lerobot),
     "eval": Command("evaluate policies zero-shot on held-out seeds of the real system", _eval),
     "pipeline": Command("the main job: every stage end to end, reusing finished stages", _pipeline),
 }
@@ -50,7 +58,7 @@ COMMANDS: dict[str, Command] = {
 
 def _usage() -> str:
     lines = ["usage: worldgrad <command> [--preset NAME] [options]", "", "commands:"]
-    lines += [f"  {name:<10} {cmd.help}" for name, cmd in COMMANDS.items()]
+    lines += [f"  {name:<15} {cmd.help}" for name, cmd in COMMANDS.items()]
     lines += ["", "`worldgrad <command> --help` lists every option of a command."]
     return "\n".join(lines)
 
@@ -86,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         name, config = parse(sys.argv[1:] if argv is None else argv)
         COMMANDS[name].load()[2](config)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         # Bad input is reported in one line naming the problem and the fix, without a traceback.
         if os.environ.get("WORLDGRAD_DEBUG"):
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from worldgrad.data.collect import CollectConfig, collect
+from worldgrad.data.lerobot import ImportConfig, import_lerobot
 from worldgrad.eval.harness import EvalConfig, evaluate, format_table
 
 
@@ -30,3 +31,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     print(format_table(summaries))  # noqa: T201
     print(f"results and videos in {cfg.out}")  # noqa: T201
     return summaries
+
+
+def run_import_lerobot(cfg: ImportConfig) -> dict[str, float]:
+    summary = import_lerobot(cfg)
+    print(f"imported into {cfg.out}: {int(summary['new_frames'])} new frames, {int(summary['episodes'])} episodes")  # noqa: T201
+    return summary

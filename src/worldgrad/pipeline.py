@@ -116,7 +116,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         _mark_done(run, f"collect_{stage}", spec, results[stage])
 
     ecfg = EvalConfig(
-        policies=("random", "operator:explorer", "operator:pusher"), episodes=cfg.eval_episodes,
+        policies=("random", "operator:explorer", "operator:pusher", "operator:expert"), episodes=cfg.eval_episodes,
         videos=cfg.eval_videos, out=run.path / "eval" / "reference", pusht=replace(cfg.pusht),
     )  # fmt: skip
     spec = _jsonable(ecfg)

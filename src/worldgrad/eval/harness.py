@@ -26,7 +26,7 @@ from worldgrad.eval.video import annotate, write_video
 class EvalConfig:
     """Evaluate policies zero-shot on the real system."""
 
-    policies: tuple[str, ...] = ("random", "operator:explorer", "operator:pusher")
+    policies: tuple[str, ...] = ("random", "operator:explorer", "operator:pusher", "operator:expert")
     """policy specs: random, operator:NAME"""
     env: str = "pusht"
     """real system to evaluate on"""

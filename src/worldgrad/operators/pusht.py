@@ -1,4 +1,5 @@
-"""Scripted Push-T teleoperators: ``explorer`` (play) and ``pusher`` (play mixed with task attempts).
+"""Scripted Push-T teleoperators: ``explorer`` (play), ``pusher`` (play mixed with task attempts) and
+``expert`` (task attempts only, careful: a scripted demonstrator and evaluation reference).
 
 Both move a virtual hand toward waypoints with a low-pass-filtered velocity plus a little
 Ornstein-Uhlenbeck noise, so the motion is smooth like a person dragging a mouse, and both read only
@@ -76,7 +77,7 @@ class Hand:
 
     max_step_px: float
     speed: float = 30.0
-    smoothing: float = 0.35
+    smoothing: float = 0.5
     noise: float = 0.08
     velocity: np.ndarray | None = None
     ou: np.ndarray | None = None
@@ -145,8 +146,8 @@ class _Base:
             turn = np.clip(wrap(a_to - a_from), -np.pi / 3, np.pi / 3)
             radius = max(_CLEAR_R, float(np.linalg.norm(pos - centre)))
             pos = np.clip(centre + radius * np.array([np.cos(a_from + turn), np.sin(a_from + turn)]), *BOARD)
-            self.legs.append((pos, 15, 35.0))
-        self.legs.append((standoff, 20, 30.0))
+            self.legs.append((pos, 15, 50.0))
+        self.legs.append((standoff, 20, 45.0))
 
     @staticmethod
     def _path_clear(a: np.ndarray, b: np.ndarray, pose: np.ndarray) -> bool:
@@ -169,7 +170,7 @@ class Explorer(_Base):
 
     name = "explorer"
 
-    def __init__(self, max_step_px: float, poke_prob: float = 0.55) -> None:
+    def __init__(self, max_step_px: float, poke_prob: float = 0.7) -> None:
         super().__init__(max_step_px)
         self.poke_prob = poke_prob
 
@@ -243,11 +244,11 @@ class Pusher(_Base):
         if self.rng.random() < self.sloppiness:  # gives up early or overdoes it
             push_depth *= float(self.rng.uniform(0.4, 1.4))
         # slower, more careful pushes for small corrections
-        speed = float(np.clip(push_depth * 0.5, 4.0, 25.0))
+        speed = float(np.clip(push_depth * 0.6, 5.0, 30.0))
         self.push(view, index, depth=max(push_depth, 2.0), speed=speed)
 
 
-OPERATOR_NAMES = ("explorer", "pusher")
+OPERATOR_NAMES = ("explorer", "pusher", "expert")
 
 
 def make_operator(name: str, max_step_px: float) -> Operator:
@@ -256,4 +257,6 @@ def make_operator(name: str, max_step_px: float) -> Operator:
         return Explorer(max_step_px)
     if name == "pusher":
         return Pusher(max_step_px)
+    if name == "expert":  # the pusher always on task and careful: a scripted demonstrator / reference
+        return Pusher(max_step_px, task_fraction=1.0, sloppiness=0.03)
     raise ValueError(f"unknown operator {name!r}; choose from {', '.join(OPERATOR_NAMES)}")
