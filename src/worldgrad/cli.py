@@ -42,6 +42,27 @@ def _import_lerobot() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     return ImportConfig, {}, run_import_lerobot
 
 
+def _train_reward() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.train_reward import PRESETS, TrainRewardConfig
+    from worldgrad.commands import run_train_reward
+
+    return TrainRewardConfig, PRESETS, run_train_reward
+
+
+def _label_reward() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.reward_labels import LabelRewardConfig
+    from worldgrad.commands import run_label_reward
+
+    return LabelRewardConfig, {}, run_label_reward
+
+
+def _eval_reward() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.commands import run_eval_reward
+    from worldgrad.eval.reward import EvalRewardConfig
+
+    return EvalRewardConfig, {}, run_eval_reward
+
+
 def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     from worldgrad.pipeline import PRESETS, PipelineConfig, run_pipeline
 
@@ -52,6 +73,9 @@ COMMANDS: dict[str, Command] = {
     "collect": Command("record play data on the real system with a scripted operator", _collect),
     "import-lerobot": Command("import real-robot recordings in the LeRobot v2.x layout", _import_lerobot),
     "eval": Command("evaluate policies zero-shot on held-out seeds of the real system", _eval),
+    "train-reward": Command("train the goal-conditioned ranking reward on passive video", _train_reward),
+    "label-reward": Command("write the learned reward of every stored frame as a label", _label_reward),
+    "eval-reward": Command("validate the reward against true coverage on held-out recordings", _eval_reward),
     "pipeline": Command("the main job: every stage end to end, reusing finished stages", _pipeline),
 }
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
+from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
 from worldgrad.data.collect import CollectConfig, collect
 from worldgrad.data.lerobot import ImportConfig, import_lerobot
 from worldgrad.eval.harness import EvalConfig, evaluate, format_table
+from worldgrad.eval.reward import EvalRewardConfig, evaluate_reward
 
 
 def format_collect_summary(s: dict[str, float]) -> str:
@@ -37,3 +40,38 @@ def run_import_lerobot(cfg: ImportConfig) -> dict[str, float]:
     summary = import_lerobot(cfg)
     print(f"imported into {cfg.out}: {int(summary['new_frames'])} new frames, {int(summary['episodes'])} episodes")  # noqa: T201
     return summary
+
+
+def _goal_image(path: object, size: int) -> object:
+    """The goal the user shows: a PNG if given, else Push-T's goal rendered at ``size``."""
+    import cv2
+    import numpy as np
+
+    if path is not None:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"goal image {path} cannot be read; pass a PNG or JPEG file")
+        image = cv2.resize(image[..., ::-1], (size, size), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(image)
+    from worldgrad.envs.pusht import PushTConfig, render_goal_image
+
+    return render_goal_image(PushTConfig(image_size=size))
+
+
+def run_train_reward(cfg: TrainRewardConfig) -> dict[str, object]:
+    result = train_reward(cfg, _goal_image(cfg.goal_image, cfg.model.image_size))
+    print(f"reward model: {result['path']}; validation {result['val']}")  # noqa: T201
+    return result
+
+
+def run_label_reward(cfg: LabelRewardConfig) -> dict[str, int]:
+    result = label_store(cfg)
+    print(f"labelled {cfg.store}: {result['written']} episodes written, {result['skipped']} up to date")  # noqa: T201
+    return result
+
+
+def run_eval_reward(cfg: EvalRewardConfig) -> dict[str, object]:
+    result = evaluate_reward(cfg)
+    print(json.dumps(result, indent=2))  # noqa: T201
+    print(f"scatter plot and video in {cfg.out}")  # noqa: T201
+    return result

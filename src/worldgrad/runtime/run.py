@@ -91,3 +91,23 @@ class RunDir:
 
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.checkpoints)
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuilds a (nested, frozen) config dataclass from :func:`config_to_dict` output."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = config_from_dict(hint, value)  # type: ignore[arg-type]
+        elif typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        elif hint is Path:
+            value = Path(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

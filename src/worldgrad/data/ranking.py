@@ -1,0 +1,63 @@
+"""Ranking pairs from passive video: frames only (no actions, labels or simulator values are read).
+
+A sample is a window of ``L`` consecutive frames of one episode (L uniform in [min_len, max_len]):
+s_start is its first frame, s_goal its last, and s_i, s_j two distinct frames inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldgrad.data.sampler import Split, split_keys
+from worldgrad.data.store import Episode, EpisodeStore, StoreError
+
+
+@dataclass(frozen=True)
+class RankingBatch:
+    start: np.ndarray
+    """(B, H, W, 3) uint8 first frame of each window"""
+    goal: np.ndarray
+    """(B, H, W, 3) uint8 last frame of each window"""
+    frame_i: np.ndarray
+    """(B, H, W, 3) uint8"""
+    frame_j: np.ndarray
+    """(B, H, W, 3) uint8"""
+    i_later: np.ndarray
+    """(B,) bool: frame i comes after frame j"""
+
+
+class RankingSampler:
+    """Draws ranking windows from one split of a store (episodes split as in :mod:`worldgrad.data.sampler`)."""
+
+    def __init__(
+        self, store: EpisodeStore, split: Split, min_len: int, max_len: int, val_fraction: float = 0.1
+    ) -> None:
+        if not 2 <= min_len <= max_len:
+            raise ValueError(f"ranking windows need 2 <= min_len <= max_len, got {min_len}, {max_len}")
+        self.min_len, self.max_len = min_len, max_len
+        self.episodes: list[Episode] = [store.episode(k) for k in split_keys(store.keys(), split, val_fraction)]
+        self.episodes = [ep for ep in self.episodes if len(ep) >= min_len]
+        if not self.episodes:
+            raise StoreError(
+                f"no {split} episode of {store.path} has {min_len} frames; collect more data or shorten min_len"
+            )
+        self._weights = np.array([len(ep) for ep in self.episodes], dtype=np.float64)
+        self._weights /= self._weights.sum()
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> RankingBatch:
+        eps = rng.choice(len(self.episodes), size=batch_size, p=self._weights)
+        out: dict[str, list[np.ndarray]] = {"start": [], "goal": [], "frame_i": [], "frame_j": []}
+        later = np.empty(batch_size, bool)
+        for b, e in enumerate(eps):
+            frames = self.episodes[e].frames
+            L = int(rng.integers(self.min_len, min(self.max_len, len(frames)) + 1))
+            s = int(rng.integers(0, len(frames) - L + 1))
+            i, j = rng.choice(L, size=2, replace=False)
+            out["start"].append(frames[s])
+            out["goal"].append(frames[s + L - 1])
+            out["frame_i"].append(frames[s + i])
+            out["frame_j"].append(frames[s + j])
+            later[b] = i > j
+        return RankingBatch(**{k: np.stack(v) for k, v in out.items()}, i_later=later)

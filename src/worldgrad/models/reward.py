@@ -1,0 +1,111 @@
+"""Goal-conditioned ranking reward (Rank2Reward-style), learned from passive video.
+
+An energy f(s_t | s_start, s_goal) is trained with a Bradley-Terry loss: of two frames s_i, s_j of one
+recorded window that runs from s_start to s_goal, the later one (closer in time to the goal) must score
+higher. Conditioning on the window's own last frame makes undirected play usable: whatever the operator
+did, frames nearer the end look more like the end. At RL time s_goal is the goal image the user shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldgrad.models.encoders import ConvEncoder, ConvEncoderConfig
+from worldgrad.models.image import to_model
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """Ranking reward model."""
+
+    image_size: int = 64
+    """square input image size (must match the store)"""
+    encoder: ConvEncoderConfig = field(default_factory=lambda: ConvEncoderConfig(depth=16, out_dim=128))
+    """image encoder shared by s_t, s_start and s_goal"""
+    hidden: int = 256
+    """width of the energy head"""
+
+
+def bradley_terry_loss(f_i: torch.Tensor, f_j: torch.Tensor, i_later: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood that the later frame scores higher (paper eq. 3).
+
+    P(i later than j) = exp(f_i) / (exp(f_i) + exp(f_j)) = sigmoid(f_i - f_j).
+    """
+    return F.binary_cross_entropy_with_logits(f_i - f_j, i_later.to(f_i.dtype))
+
+
+class RankingReward(nn.Module):
+    """f(s_t | s_start, s_goal) -> one scalar per frame."""
+
+    def __init__(self, cfg: RewardModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ConvEncoder(cfg.encoder, cfg.image_size)
+        d = cfg.encoder.out_dim
+        self.head = nn.Sequential(
+            nn.Linear(4 * d, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 1)
+        )
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., 3, H, W) float -> (..., D)."""
+        lead = images.shape[:-3]
+        return self.encoder(images.reshape(-1, *images.shape[-3:])).reshape(*lead, -1)
+
+    def energy_from_embeddings(self, e_t: torch.Tensor, e_start: torch.Tensor, e_goal: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([e_t, e_start, e_goal, e_t - e_goal], dim=-1)).squeeze(-1)
+
+    def forward(self, s_t: torch.Tensor, s_start: torch.Tensor, s_goal: torch.Tensor) -> torch.Tensor:
+        """Energies of (B, 3, H, W) float frames given start and goal frames of the same shape."""
+        e = self.embed(torch.stack([s_t, s_start, s_goal]))
+        return self.energy_from_embeddings(e[0], e[1], e[2])
+
+    def compute_loss(
+        self,
+        start: torch.Tensor,
+        goal: torch.Tensor,
+        frame_i: torch.Tensor,
+        frame_j: torch.Tensor,
+        i_later: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Bradley-Terry loss of a ranking batch (float images (B, 3, H, W); ``i_later`` (B,) bool)."""
+        e_start, e_goal, e_i, e_j = self.embed(torch.stack([start, goal, frame_i, frame_j]))
+        f_i = self.energy_from_embeddings(e_i, e_start, e_goal)
+        f_j = self.energy_from_embeddings(e_j, e_start, e_goal)
+        loss = bradley_terry_loss(f_i, f_j, i_later)
+        accuracy = ((f_i > f_j) == i_later).float().mean()
+        return loss, {"loss": loss.detach(), "accuracy": accuracy.detach()}
+
+
+class GoalReward:
+    """The reward an RL agent sees: the energy toward the user's goal image, standardized.
+
+    ``r = (f(s_t | s_start, s_goal_image) - mean) / std`` with mean and std fitted on training frames, so
+    rewards are about unit scale whatever the network's offset. Differentiable with respect to float
+    image inputs; uint8 inputs are converted (no gradient).
+    """
+
+    def __init__(self, model: RankingReward, goal_image: np.ndarray, mean: float = 0.0, std: float = 1.0) -> None:
+        self.model = model
+        self.mean, self.std = float(mean), float(std)
+        device = next(model.parameters()).device
+        self.goal_image = np.asarray(goal_image)
+        self.goal = to_model(self.goal_image, device)
+        self._goal_embedding: torch.Tensor | None = None
+
+    def energy(self, frames: np.ndarray | torch.Tensor, start: np.ndarray | torch.Tensor) -> torch.Tensor:
+        device = self.goal.device
+        s_t, s_start = to_model(frames, device), to_model(start, device)
+        if self._goal_embedding is None or self.model.training:
+            with torch.no_grad():
+                self._goal_embedding = self.model.embed(self.goal[None])
+        e_t, e_start = self.model.embed(torch.stack([s_t, s_start]))
+        return self.model.energy_from_embeddings(e_t, e_start, self._goal_embedding.expand_as(e_t))
+
+    def __call__(self, frames: np.ndarray | torch.Tensor, start: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Rewards (B,) of frames (B, H, W, 3) uint8 or (B, 3, H, W) float, each with its rollout's first frame."""
+        return (self.energy(frames, start) - self.mean) / self.std

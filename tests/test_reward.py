@@ -1,0 +1,146 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import worldgrad.algos.reward_labels as reward_labels
+import worldgrad.algos.train_reward as train_reward_module
+from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
+from worldgrad.algos.train_reward import TrainRewardConfig, load_goal_reward, train_reward
+from worldgrad.data.collect import CollectConfig, collect
+from worldgrad.data.ranking import RankingSampler
+from worldgrad.data.store import Episode, EpisodeStore, StoreError
+from worldgrad.envs.pusht import PushTConfig, render_goal_image
+from worldgrad.models.encoders import ConvEncoderConfig
+from worldgrad.models.image import to_model
+from worldgrad.models.reward import RankingReward, RewardModelConfig, bradley_terry_loss
+from worldgrad.runtime.checkpoint import load_checkpoint
+
+SIZE = 16
+MODEL = RewardModelConfig(image_size=SIZE, encoder=ConvEncoderConfig(depth=4, out_dim=16), hidden=32)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reward") / "play"
+    cfg = CollectConfig(out=out, operator="explorer:0.5,expert:0.5", frames=400, episode_len=100,
+                        pusht=PushTConfig(image_size=SIZE))  # fmt: skip
+    collect(cfg, progress=False)
+    return out
+
+
+def test_bradley_terry_loss_on_hand_computed_values():
+    f_i, f_j = torch.tensor([2.0, 2.0, 0.0]), torch.tensor([0.0, 0.0, 0.0])
+    later = torch.tensor([True, False, True])
+    expected = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(2.0)), np.log(2.0)])
+    assert bradley_terry_loss(f_i, f_j, later).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_swapping_i_and_j_flips_the_logit():
+    torch.manual_seed(0)
+    model = RankingReward(MODEL)
+    s_i, s_j, start, goal = torch.rand(4, 3, 3, SIZE, SIZE) * 2 - 1
+    logit_ij = model(s_i, start, goal) - model(s_j, start, goal)
+    logit_ji = model(s_j, start, goal) - model(s_i, start, goal)
+    assert torch.allclose(logit_ij, -logit_ji)
+    loss_ij, _ = model.compute_loss(start, goal, s_i, s_j, torch.tensor([True, False, True]))
+    loss_ji, _ = model.compute_loss(start, goal, s_j, s_i, torch.tensor([False, True, False]))
+    assert loss_ij.item() == pytest.approx(loss_ji.item(), rel=1e-5)
+
+
+def test_loader_reads_frames_only(store_path, monkeypatch):
+    def forbidden(self):
+        raise AssertionError("the ranking loader must not read actions, intent or simulator records")
+
+    for name in ("actions", "intent"):
+        monkeypatch.setattr(Episode, name, property(forbidden))
+    monkeypatch.setattr(Episode, "sim", forbidden)
+    batch = RankingSampler(EpisodeStore.open(store_path), "all", 4, 20).sample(32, np.random.default_rng(0))
+    assert set(vars(batch)) == {"start", "goal", "frame_i", "frame_j", "i_later"}
+    assert batch.frame_i.shape == (32, SIZE, SIZE, 3) and batch.i_later.dtype == bool
+
+
+def test_loss_falls_on_a_fixed_batch(store_path):
+    torch.manual_seed(0)
+    model = RankingReward(MODEL)
+    b = RankingSampler(EpisodeStore.open(store_path), "all", 4, 20).sample(32, np.random.default_rng(0))
+    args = [to_model(x) for x in (b.start, b.goal, b.frame_i, b.frame_j)] + [torch.as_tensor(b.i_later)]
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = model.compute_loss(*args)[0].item()
+    for _ in range(150):
+        loss, logs = model.compute_loss(*args)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss.item() < 0.2 * first and logs["accuracy"] > 0.95
+
+
+def config(store_path, tmp_path, steps: int) -> TrainRewardConfig:
+    return TrainRewardConfig(store=store_path, runs=tmp_path, name="r", model=MODEL, steps=steps, batch_size=16,
+                             eval_every=5, norm_frames=256)  # fmt: skip
+
+
+def test_resume_after_interruption_equals_uninterrupted(store_path, tmp_path, monkeypatch):
+    goal = render_goal_image(PushTConfig(image_size=SIZE))
+    train_reward(config(store_path, tmp_path / "a", 10), goal, progress=False)
+    real_validate, calls = train_reward_module.validate, {"n": 0}
+
+    def killed_after_first_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_reward_module, "validate", killed_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_reward(config(store_path, tmp_path / "b", 10), goal, progress=False)
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "b" / "r" / "checkpoints").iterdir()] == ["step_000000005.safetensors"]
+    train_reward(config(store_path, tmp_path / "b", 10), goal, progress=False)
+    a = load_checkpoint(tmp_path / "a" / "r" / "checkpoints" / "step_000000010.safetensors")["modules"]["model"]
+    b = load_checkpoint(tmp_path / "b" / "r" / "checkpoints" / "step_000000010.safetensors")["modules"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="differs in steps"):
+        train_reward(config(store_path, tmp_path / "b", 20), goal, progress=False)
+
+
+def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch):
+    goal = render_goal_image(PushTConfig(image_size=SIZE))
+    result = train_reward(config(store_path, tmp_path, 10), goal, progress=False)
+    reward = load_goal_reward(result["path"])
+    frames = torch.rand(2, 3, SIZE, SIZE, requires_grad=True)
+    reward(frames * 2 - 1, frames.detach() * 2 - 1).sum().backward()
+    assert frames.grad is not None and frames.grad.abs().sum() > 0  # differentiable w.r.t. the image
+
+    cfg = LabelRewardConfig(reward=result["path"], store=store_path, name="rtest")
+    calls = {"n": 0}
+    real = reward_labels.episode_rewards
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reward_labels, "episode_rewards", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        label_store(cfg, progress=False)
+    monkeypatch.undo()
+    store = EpisodeStore.open(store_path)
+    assert sum("rtest" in ep.label_names() for ep in store) == 1  # one finished, nothing half-written
+    assert label_store(cfg, progress=False) == {"written": 3, "skipped": 1}
+    first = {ep.key: np.array(ep.label("rtest")) for ep in store}
+    assert label_store(cfg, progress=False) == {"written": 0, "skipped": 4}
+    (store.episode(store.keys()[0]).path / "labels" / "rtest.json").unlink()
+    assert label_store(cfg, progress=False) == {"written": 1, "skipped": 3}
+    for ep in EpisodeStore.open(store_path):
+        assert np.allclose(ep.label("rtest"), first[ep.key]) and ep.label("rtest").shape == (len(ep),)
+        assert json.loads((ep.path / "labels" / "rtest.json").read_text())["start_offset"] == 16
+
+
+def test_wrong_image_size_is_a_clear_error(store_path, tmp_path):
+    cfg = replace(config(store_path, tmp_path, 2), model=replace(MODEL, image_size=32))
+    with pytest.raises(StoreError, match=r"pass --model\.image-size 16"):
+        train_reward(cfg, np.zeros((32, 32, 3), np.uint8), progress=False)
