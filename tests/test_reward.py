@@ -144,3 +144,40 @@ def test_wrong_image_size_is_a_clear_error(store_path, tmp_path):
     cfg = replace(config(store_path, tmp_path, 2), model=replace(MODEL, image_size=32))
     with pytest.raises(StoreError, match=r"pass --model\.image-size 16"):
         train_reward(cfg, np.zeros((32, 32, 3), np.uint8), progress=False)
+
+
+def test_goal_reward_averages_over_goal_images():
+    from worldgrad.envs.pusht import render_goal_images
+    from worldgrad.models.reward import GoalReward
+
+    torch.manual_seed(0)
+    model = RankingReward(MODEL).eval()
+    goals = render_goal_images(PushTConfig(image_size=SIZE), n=3)
+    assert goals.shape == (3, SIZE, SIZE, 3) and not np.array_equal(goals[0], goals[1])
+    frames = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    starts = frames[::-1].copy()
+    with torch.no_grad():
+        joint = GoalReward(model, goals, mean=1.0, std=2.0)(frames, starts)
+        e_t, e_s = model.embed(to_model(frames)), model.embed(to_model(starts))
+        e_goal = model.embed(to_model(goals)).mean(0, keepdim=True).expand_as(e_t)
+        expected = (model.energy_from_embeddings(e_t, e_s, e_goal) - 1.0) / 2.0
+    assert torch.allclose(joint, expected, atol=1e-5)
+    # a goal set of K identical images is the single goal image
+    with torch.no_grad():
+        same = GoalReward(model, np.repeat(goals[:1], 4, 0))(frames, starts)
+        one = GoalReward(model, goals[0])(frames, starts)
+    assert torch.allclose(same, one, atol=1e-5)
+
+
+def test_goal_sets_end_each_window(tmp_path):
+    from helpers import make_store
+
+    store = make_store(tmp_path / "s", [30, 40])
+    b = RankingSampler(store, "all", 6, 12, goal_frames=3, goal_stride=2).sample(64, np.random.default_rng(0))
+    assert b.goal.shape == (64, 3, 8, 8, 3)
+    t = lambda x: x[..., 0, 0, 1].astype(int)  # noqa: E731  (frame index encoded in the pixels)
+    t_goal, t_start = t(b.goal), t(b.start)
+    assert (t_goal[:, 0] - t_goal[:, 1] <= 2).all() and (t_goal[:, 1] >= t_goal[:, 2]).all()
+    assert (t_goal[:, 2] >= t_start).all() and (t_goal[:, 0] - t_start <= 11).all()
+    assert (b.goal[:, :, 0, 0, 0] == b.start[:, None, 0, 0, 0]).all()  # one episode per window
+    assert ((t(b.frame_i) > t(b.frame_j)) == b.i_later).all()

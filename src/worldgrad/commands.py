@@ -43,7 +43,7 @@ def run_import_lerobot(cfg: ImportConfig) -> dict[str, float]:
 
 
 def _goal_image(path: object, size: int) -> object:
-    """The goal the user shows: a PNG if given, else Push-T's goal rendered at ``size``."""
+    """The goal the user shows: a PNG if given, else Push-T's goal rendered at ``size`` (agent at 8 spots)."""
     import cv2
     import numpy as np
 
@@ -52,10 +52,10 @@ def _goal_image(path: object, size: int) -> object:
         if image is None:
             raise FileNotFoundError(f"goal image {path} cannot be read; pass a PNG or JPEG file")
         image = cv2.resize(image[..., ::-1], (size, size), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(image)
-    from worldgrad.envs.pusht import PushTConfig, render_goal_image
+        return np.ascontiguousarray(image)[None]
+    from worldgrad.envs.pusht import PushTConfig, render_goal_images
 
-    return render_goal_image(PushTConfig(image_size=size))
+    return render_goal_images(PushTConfig(image_size=size))
 
 
 def run_train_reward(cfg: TrainRewardConfig) -> dict[str, object]:

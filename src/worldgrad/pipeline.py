@@ -19,7 +19,7 @@ from worldgrad.algos.train_reward import PRESETS as TRAIN_REWARD_PRESETS
 from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
 from worldgrad.commands import format_collect_summary
 from worldgrad.data.collect import CollectConfig, collect
-from worldgrad.envs.pusht import PushTConfig, render_goal_image
+from worldgrad.envs.pusht import PushTConfig, render_goal_images
 from worldgrad.eval.harness import EvalConfig, evaluate, format_table
 from worldgrad.eval.reward import EvalRewardConfig, evaluate_reward
 from worldgrad.runtime.run import RunDir, save_json_atomic
@@ -125,7 +125,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
     rcfg = replace(cfg.reward, store=data / "play", runs=run.path, name="reward",
                    model=replace(cfg.reward.model, image_size=cfg.pusht.image_size))  # fmt: skip
-    goal = render_goal_image(cfg.pusht)  # the user shows the goal once; training never touches the simulator
+    goal = render_goal_images(cfg.pusht)  # the user shows the goal once; training never touches the simulator
     results["reward"] = _stage(run, "train_reward", rcfg, lambda: train_reward(rcfg, goal), f"{rcfg.steps} steps")
     reward_path = run.path / "reward" / "reward.safetensors"
     lcfg = LabelRewardConfig(reward=reward_path, store=data / "play")

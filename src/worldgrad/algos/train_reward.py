@@ -44,6 +44,10 @@ class TrainRewardConfig:
     """shortest window s_start..s_goal, in frames"""
     max_window: int = 48
     """longest window, in frames (48 = 9.6 s at 5 Hz)"""
+    goal_frames: int = 1
+    """frames ending each window that form its goal set (mean embedding); 1 = the last frame (the paper)"""
+    goal_stride: int = 2
+    """spacing of the goal-set frames when goal_frames > 1"""
     val_fraction: float = 0.1
     """share of episodes held out for validation ranking accuracy"""
     eval_every: int = 100
@@ -54,7 +58,7 @@ class TrainRewardConfig:
     norm_frames: int = 2048
     """training frames used to fit the reward's mean and std"""
     goal_image: Path | None = None
-    """PNG of the goal the user shows (default: Push-T's goal rendered at the model's image size)"""
+    """PNG of the goal the user shows (default: Push-T's goal rendered with the agent at 8 spots)"""
 
 
 PRESETS: dict[str, TrainRewardConfig] = {
@@ -89,14 +93,14 @@ def validate(model: RankingReward, sampler: RankingSampler, device: torch.device
 
 @torch.no_grad()
 def fit_normalization(
-    model: RankingReward, store: EpisodeStore, goal_image: np.ndarray, n: int, device: torch.device, seed: int = 0
+    model: RankingReward, store: EpisodeStore, goal_images: np.ndarray, n: int, device: torch.device, seed: int = 0
 ) -> tuple[float, float]:
     """Mean and std of the energy toward the goal image over random training frames."""
     from worldgrad.models.reward import GoalReward
 
     model.eval()
     rng = np.random.default_rng(seed)
-    reward = GoalReward(model, goal_image)
+    reward = GoalReward(model, goal_images)
     episodes = list(store)
     values = []
     for _ in range(0, n, 256):
@@ -112,7 +116,7 @@ def fit_normalization(
     return float(v.mean()), float(v.std() + 1e-6)
 
 
-def train_reward(cfg: TrainRewardConfig, goal_image: np.ndarray, progress: bool = True) -> dict[str, Any]:
+def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool = True) -> dict[str, Any]:
     """Trains (or resumes) the reward model; returns final validation metrics and the normalization."""
     store = EpisodeStore.open(cfg.store)
     if store.meta.image_shape[:2] != (cfg.model.image_size, cfg.model.image_size):
@@ -129,8 +133,9 @@ def train_reward(cfg: TrainRewardConfig, goal_image: np.ndarray, progress: bool 
     rng = np.random.default_rng(cfg.seed)
     if "data_rng" in extra:  # continue the exact sample stream: a resumed run equals an uninterrupted one
         rng.bit_generator.state = extra["data_rng"]
-    train = RankingSampler(store, "train", cfg.min_window, cfg.max_window, cfg.val_fraction)
-    val = RankingSampler(store, "val", cfg.min_window, cfg.max_window, cfg.val_fraction)
+    windows = (cfg.min_window, cfg.max_window, cfg.val_fraction, cfg.goal_frames, cfg.goal_stride)
+    train = RankingSampler(store, "train", *windows)
+    val = RankingSampler(store, "val", *windows)
     logger = MetricsLogger(run.path)
     logger.truncate_after(start)
     metrics: dict[str, float] = {}
@@ -158,8 +163,10 @@ def train_reward(cfg: TrainRewardConfig, goal_image: np.ndarray, progress: bool 
             bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}")
             save_training_state(run, done, {"model": model}, {"optim": optim},
                                 extra={"data_rng": rng.bit_generator.state}, keep=2)  # fmt: skip
-    mean, std = fit_normalization(model, store, goal_image, cfg.norm_frames, device, cfg.seed)
-    export_reward(run.path / "reward.safetensors", model, cfg.model, goal_image, mean, std)
+    mean, std = fit_normalization(model, store, goal_images, cfg.norm_frames, device, cfg.seed)
+    windows = {"min_len": cfg.min_window, "max_len": cfg.max_window, "goal_frames": cfg.goal_frames,
+               "goal_stride": cfg.goal_stride}  # fmt: skip
+    export_reward(run.path / "reward.safetensors", model, cfg.model, goal_images, mean, std, windows)
     if not metrics:
         metrics = validate(model, val, device)
     logger.close()
@@ -167,13 +174,27 @@ def train_reward(cfg: TrainRewardConfig, goal_image: np.ndarray, progress: bool 
 
 
 def export_reward(
-    path: Path, model: RankingReward, cfg: RewardModelConfig, goal: np.ndarray, mean: float, std: float
+    path: Path,
+    model: RankingReward,
+    cfg: RewardModelConfig,
+    goal: np.ndarray,
+    mean: float,
+    std: float,
+    windows: dict[str, int],
 ) -> None:
     """The deployable reward: weights, config, goal image and normalization in one file."""
     from worldgrad.runtime.checkpoint import save_checkpoint
 
     save_checkpoint(
-        path, {"model": model.state_dict(), "config": config_to_dict(cfg), "goal": goal, "mean": mean, "std": std}
+        path,
+        {
+            "model": model.state_dict(),
+            "config": config_to_dict(cfg),
+            "goal": goal,
+            "mean": mean,
+            "std": std,
+            "windows": windows,
+        },
     )
 
 

@@ -1,7 +1,11 @@
 """Ranking pairs from passive video: frames only (no actions, labels or simulator values are read).
 
 A sample is a window of ``L`` consecutive frames of one episode (L uniform in [min_len, max_len]):
-s_start is its first frame, s_goal its last, and s_i, s_j two distinct frames inside it.
+s_start is its first frame, s_i and s_j two distinct frames inside it, and the goal is a *set* of frames
+ending the window (``goal_frames`` frames, ``goal_stride`` apart). The model sees the mean embedding of that
+set: over a few seconds the end-effector moves a lot while the object mostly stays, so the goal stands for
+the scene's state rather than for where the end-effector happened to be. At RL time a set of goal images
+with the end-effector at several places plays the same role.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ class RankingBatch:
     start: np.ndarray
     """(B, H, W, 3) uint8 first frame of each window"""
     goal: np.ndarray
-    """(B, H, W, 3) uint8 last frame of each window"""
+    """(B, K, H, W, 3) uint8 last frames of each window (the last frame first)"""
     frame_i: np.ndarray
     """(B, H, W, 3) uint8"""
     frame_j: np.ndarray
@@ -32,11 +36,19 @@ class RankingSampler:
     """Draws ranking windows from one split of a store (episodes split as in :mod:`worldgrad.data.sampler`)."""
 
     def __init__(
-        self, store: EpisodeStore, split: Split, min_len: int, max_len: int, val_fraction: float = 0.1
+        self,
+        store: EpisodeStore,
+        split: Split,
+        min_len: int,
+        max_len: int,
+        val_fraction: float = 0.1,
+        goal_frames: int = 1,
+        goal_stride: int = 1,
     ) -> None:
         if not 2 <= min_len <= max_len:
             raise ValueError(f"ranking windows need 2 <= min_len <= max_len, got {min_len}, {max_len}")
         self.min_len, self.max_len = min_len, max_len
+        self.goal_offsets = np.arange(goal_frames) * goal_stride
         self.episodes: list[Episode] = [store.episode(k) for k in split_keys(store.keys(), split, val_fraction)]
         self.episodes = [ep for ep in self.episodes if len(ep) >= min_len]
         if not self.episodes:
@@ -56,7 +68,7 @@ class RankingSampler:
             s = int(rng.integers(0, len(frames) - L + 1))
             i, j = rng.choice(L, size=2, replace=False)
             out["start"].append(frames[s])
-            out["goal"].append(frames[s + L - 1])
+            out["goal"].append(frames[np.maximum(s + L - 1 - self.goal_offsets, s)])
             out["frame_i"].append(frames[s + i])
             out["frame_j"].append(frames[s + j])
             later[b] = i > j

@@ -193,3 +193,14 @@ def render_goal_image(config: PushTConfig | None = None, agent_pos: tuple[float,
     finally:
         env.close()
     return image
+
+
+def render_goal_images(config: PushTConfig | None = None, n: int = 8, radius: float = 170.0) -> np.ndarray:
+    """``n`` goal images (n, H, W, 3): the T on its goal pose, the agent on a ring around it.
+
+    A reward conditioned on one goal image also rewards matching that image's agent position; a set of
+    agent positions lets the reward average it out.
+    """
+    angles = np.linspace(0.0, 2 * np.pi, n, endpoint=False) + np.pi / 2
+    spots = [(256.0 + radius * np.cos(a), 256.0 + radius * np.sin(a)) for a in angles]
+    return np.stack([render_goal_image(config, agent_pos=spot) for spot in spots])

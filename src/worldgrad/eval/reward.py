@@ -22,6 +22,7 @@ from worldgrad.data.ranking import RankingSampler
 from worldgrad.data.store import EpisodeStore
 from worldgrad.eval.video import write_video
 from worldgrad.models.image import to_model
+from worldgrad.runtime.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def evaluate_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
             per_episode.append(float(spearmanr(r, c).statistic))
     r_all, c_all = np.concatenate(rewards), np.concatenate(coverages)
     # ranking accuracy on held-out windows (the training objective, on data never trained on)
-    sampler = RankingSampler(store, "all", 4, 48)
+    w = load_checkpoint(cfg.reward)["windows"]  # the windows the model was trained on
+    sampler = RankingSampler(store, "all", w["min_len"], w["max_len"], 0.1, w["goal_frames"], w["goal_stride"])
     rng = np.random.default_rng(0)
     correct = []
     with torch.no_grad():
@@ -84,7 +86,9 @@ def evaluate_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
             correct.append(float(logs["accuracy"]))
         # the goal image itself, scored from held-out start frames
         starts = np.stack([ep.frames[int(rng.integers(len(ep)))] for ep in store for _ in range(8)])
-        goal_r = reward(np.repeat(reward.goal_image[None], len(starts), 0), starts).cpu().numpy()
+        goal_r = np.concatenate(
+            [reward(np.repeat(g[None], len(starts), 0), starts).cpu().numpy() for g in reward.goal_images]
+        )
     if np.ptp(c_all) < 1e-3:
         raise ValueError(
             f"coverage is constant over the held-out store {cfg.store}; record held-out data where the T "

@@ -29,6 +29,8 @@ class RewardModelConfig:
     """image encoder shared by s_t, s_start and s_goal"""
     hidden: int = 256
     """width of the energy head"""
+    condition_on_start: bool = True
+    """feed s_start to the energy; off, the model cannot rank frames by how far they are from the start"""
 
 
 def bradley_terry_loss(f_i: torch.Tensor, f_j: torch.Tensor, i_later: torch.Tensor) -> torch.Tensor:
@@ -57,6 +59,8 @@ class RankingReward(nn.Module):
         return self.encoder(images.reshape(-1, *images.shape[-3:])).reshape(*lead, -1)
 
     def energy_from_embeddings(self, e_t: torch.Tensor, e_start: torch.Tensor, e_goal: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.condition_on_start:
+            e_start = torch.zeros_like(e_start)
         return self.head(torch.cat([e_t, e_start, e_goal, e_t - e_goal], dim=-1)).squeeze(-1)
 
     def forward(self, s_t: torch.Tensor, s_start: torch.Tensor, s_goal: torch.Tensor) -> torch.Tensor:
@@ -72,8 +76,13 @@ class RankingReward(nn.Module):
         frame_j: torch.Tensor,
         i_later: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Bradley-Terry loss of a ranking batch (float images (B, 3, H, W); ``i_later`` (B,) bool)."""
-        e_start, e_goal, e_i, e_j = self.embed(torch.stack([start, goal, frame_i, frame_j]))
+        """Bradley-Terry loss of a ranking batch.
+
+        Float images (B, 3, H, W); ``goal`` may be a set (B, K, 3, H, W), represented by its mean embedding;
+        ``i_later`` (B,) bool.
+        """
+        e_start, e_i, e_j = self.embed(torch.stack([start, frame_i, frame_j]))
+        e_goal = self.embed(goal).mean(1) if goal.dim() == 5 else self.embed(goal)
         f_i = self.energy_from_embeddings(e_i, e_start, e_goal)
         f_j = self.energy_from_embeddings(e_j, e_start, e_goal)
         loss = bradley_terry_loss(f_i, f_j, i_later)
@@ -82,29 +91,33 @@ class RankingReward(nn.Module):
 
 
 class GoalReward:
-    """The reward an RL agent sees: the energy toward the user's goal image, standardized.
+    """The reward an RL agent sees: the energy toward the user's goal image(s), standardized.
 
-    ``r = (f(s_t | s_start, s_goal_image) - mean) / std`` with mean and std fitted on training frames, so
-    rewards are about unit scale whatever the network's offset. Differentiable with respect to float
-    image inputs; uint8 inputs are converted (no gradient).
+    ``r = (f(s_t | s_start, {g_k}) - mean) / std``, the goal set represented by its mean embedding as in
+    training. Several goal images ``g_k`` (the same goal with the end-effector at different places) average
+    out where the end-effector happens to be in the goal, which a single goal image would otherwise reward.
+    ``mean`` and ``std`` are fitted on training frames so rewards are about unit scale. Differentiable with
+    respect to float image inputs; uint8 inputs carry no gradient.
     """
 
-    def __init__(self, model: RankingReward, goal_image: np.ndarray, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, model: RankingReward, goal_images: np.ndarray, mean: float = 0.0, std: float = 1.0) -> None:
         self.model = model
         self.mean, self.std = float(mean), float(std)
-        device = next(model.parameters()).device
-        self.goal_image = np.asarray(goal_image)
-        self.goal = to_model(self.goal_image, device)
-        self._goal_embedding: torch.Tensor | None = None
+        goal_images = np.asarray(goal_images)
+        self.goal_images = goal_images[None] if goal_images.ndim == 3 else goal_images
+        """(K, H, W, 3) uint8"""
+        self.goals = to_model(self.goal_images, next(model.parameters()).device)
+        self._goal_embeddings: torch.Tensor | None = None
 
     def energy(self, frames: np.ndarray | torch.Tensor, start: np.ndarray | torch.Tensor) -> torch.Tensor:
-        device = self.goal.device
+        device = self.goals.device
         s_t, s_start = to_model(frames, device), to_model(start, device)
-        if self._goal_embedding is None or self.model.training:
+        if self._goal_embeddings is None or self.model.training:
             with torch.no_grad():
-                self._goal_embedding = self.model.embed(self.goal[None])
-        e_t, e_start = self.model.embed(torch.stack([s_t, s_start]))
-        return self.model.energy_from_embeddings(e_t, e_start, self._goal_embedding.expand_as(e_t))
+                self._goal_embeddings = self.model.embed(self.goals)  # (K, D), cached: the goals never change
+        e_t, e_start = self.model.embed(torch.stack([s_t, s_start]))  # (B, D) each
+        e_goal = self._goal_embeddings.mean(0, keepdim=True).expand_as(e_t)  # the goal set's mean, as in training
+        return self.model.energy_from_embeddings(e_t, e_start, e_goal)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, start: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Rewards (B,) of frames (B, H, W, 3) uint8 or (B, 3, H, W) float, each with its rollout's first frame."""
