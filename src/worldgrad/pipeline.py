@@ -22,7 +22,8 @@ from worldgrad.data.collect import CollectConfig, collect
 from worldgrad.envs.pusht import PushTConfig, render_goal_images
 from worldgrad.eval.harness import EvalConfig, evaluate, format_table
 from worldgrad.eval.reward import EvalRewardConfig, evaluate_reward
-from worldgrad.runtime.run import RunDir, save_json_atomic
+from worldgrad.runtime.atomic import save_json_atomic
+from worldgrad.runtime.run import RunDir
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
     between the two only makes the next run recompute that episode.
     """
     from worldgrad.algos.train_reward import load_goal_reward
-    from worldgrad.runtime.run import save_json_atomic
+    from worldgrad.runtime.atomic import save_json_atomic
     from worldgrad.runtime.seeding import pick_device
 
     store = EpisodeStore.open(cfg.store)

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from worldgrad.runtime.atomic import save_json_atomic
+
 FORMAT = "worldgrad-episodes"
 VERSION = 1
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -85,15 +87,6 @@ class StoreMeta:
                     f"store {path} holds {name}={have} but {want} was requested; "
                     f"write to a new store or request {name}={have}"
                 )
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -211,7 +204,7 @@ class EpisodeStore:
             raise StoreError(f"{path} exists, is not empty and is not an episode store; choose another --out")
         (path / "episodes").mkdir(parents=True, exist_ok=True)
         (path / ".tmp").mkdir(exist_ok=True)
-        _write_json(path / "meta.json", meta.to_json())
+        save_json_atomic(path / "meta.json", meta.to_json())
         return cls(path, meta)
 
     # -- reading -------------------------------------------------------------------------------------
@@ -275,7 +268,7 @@ class EpisodeStore:
                 (tmp / "sim").mkdir()
                 for name, values in sim.items():
                     _write_npy(tmp / "sim" / f"{name}.npy", np.asarray(values))
-            _write_json(tmp / "info.json", {**(info or {}), "length": len(frames)})
+            save_json_atomic(tmp / "info.json", {**(info or {}), "length": len(frames)})
             _fsync_dir(tmp)
             final = self.path / "episodes" / key
             if final.exists():

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worldgrad.runtime.atomic import save_json_atomic
 from worldgrad.runtime.checkpoint import latest_checkpoint
 
 
@@ -24,17 +24,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"expected a config dataclass instance, got {type(cfg).__name__}")
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def save_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Writes JSON through a temp file and a rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
