@@ -181,3 +181,20 @@ def test_goal_sets_end_each_window(tmp_path):
     assert (t_goal[:, 2] >= t_start).all() and (t_goal[:, 0] - t_start <= 11).all()
     assert (b.goal[:, :, 0, 0, 0] == b.start[:, None, 0, 0, 0]).all()  # one episode per window
     assert ((t(b.frame_i) > t(b.frame_j)) == b.i_later).all()
+
+
+def test_change_weighting_favours_windows_where_the_scene_changed(tmp_path):
+    from helpers import META
+
+    store = EpisodeStore.create(tmp_path / "s", META)
+    still = np.zeros((50, 8, 8, 3), np.uint8)
+    moving = np.zeros((50, 8, 8, 3), np.uint8)
+    moving[:, :, :, 0] = (np.arange(50) * 5)[:, None, None]  # the whole image changes over time
+    for key, frames in (("still", still), ("moving", moving)):
+        store.append(key, frames, np.zeros((50, 2), np.float32))
+
+    def share_moving(k: int) -> float:
+        b = RankingSampler(store, "all", 4, 12, change_candidates=k).sample(400, np.random.default_rng(0))
+        return float((b.goal[:, 0, 0, 0, 0] != b.start[:, 0, 0, 0]).mean())
+
+    assert 0.35 < share_moving(1) < 0.65 and share_moving(8) > 0.9

@@ -70,7 +70,7 @@ PRESETS: dict[str, PipelineConfig] = {
     # The best result 2 cores reach, about two hours per stage.
     "cpu": PipelineConfig(
         preset="cpu", name="pusht-cpu", play_frames=72_000, heldout_frames=6_000, episode_len=1000,
-        eval_episodes=50, eval_videos=4, reward=replace(TrainRewardConfig(), steps=6000, eval_every=500),
+        eval_episodes=50, eval_videos=4, reward=replace(TrainRewardConfig(), steps=6000, eval_every=500, lr=3e-4),
     ),
     # Sized like the paper (4 h of play at 5 Hz), for a GPU.
     "paper": PipelineConfig(

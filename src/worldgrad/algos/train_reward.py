@@ -48,6 +48,8 @@ class TrainRewardConfig:
     """frames ending each window that form its goal set (mean embedding); 1 = the last frame (the paper)"""
     goal_stride: int = 2
     """spacing of the goal-set frames when goal_frames > 1"""
+    change_candidates: int = 8
+    """> 1: draw each window among this many, weighted by image change start -> end (favours moved objects)"""
     val_fraction: float = 0.1
     """share of episodes held out for validation ranking accuracy"""
     eval_every: int = 100
@@ -63,7 +65,9 @@ class TrainRewardConfig:
 
 PRESETS: dict[str, TrainRewardConfig] = {
     "tiny": TrainRewardConfig(),
-    "cpu": TrainRewardConfig(name="reward-cpu", store=Path("runs/pusht-cpu/data/play"), steps=6000, eval_every=500),
+    "cpu": TrainRewardConfig(
+        name="reward-cpu", store=Path("runs/pusht-cpu/data/play"), steps=6000, eval_every=500, lr=3e-4
+    ),
     "paper": TrainRewardConfig(
         name="reward-paper", store=Path("runs/pusht-paper/data/play"), steps=50_000, batch_size=256,
         eval_every=2000, model=RewardModelConfig(encoder=RewardModelConfig().encoder.__class__(depth=32, out_dim=256)),
@@ -133,7 +137,14 @@ def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool
     rng = np.random.default_rng(cfg.seed)
     if "data_rng" in extra:  # continue the exact sample stream: a resumed run equals an uninterrupted one
         rng.bit_generator.state = extra["data_rng"]
-    windows = (cfg.min_window, cfg.max_window, cfg.val_fraction, cfg.goal_frames, cfg.goal_stride)
+    windows = (
+        cfg.min_window,
+        cfg.max_window,
+        cfg.val_fraction,
+        cfg.goal_frames,
+        cfg.goal_stride,
+        cfg.change_candidates,
+    )
     train = RankingSampler(store, "train", *windows)
     val = RankingSampler(store, "val", *windows)
     logger = MetricsLogger(run.path)

@@ -44,11 +44,15 @@ class RankingSampler:
         val_fraction: float = 0.1,
         goal_frames: int = 1,
         goal_stride: int = 1,
+        change_candidates: int = 1,
     ) -> None:
         if not 2 <= min_len <= max_len:
             raise ValueError(f"ranking windows need 2 <= min_len <= max_len, got {min_len}, {max_len}")
         self.min_len, self.max_len = min_len, max_len
         self.goal_offsets = np.arange(goal_frames) * goal_stride
+        if change_candidates < 1:
+            raise ValueError(f"change_candidates must be >= 1, got {change_candidates}")
+        self.change_candidates = change_candidates
         self.episodes: list[Episode] = [store.episode(k) for k in split_keys(store.keys(), split, val_fraction)]
         self.episodes = [ep for ep in self.episodes if len(ep) >= min_len]
         if not self.episodes:
@@ -58,14 +62,26 @@ class RankingSampler:
         self._weights = np.array([len(ep) for ep in self.episodes], dtype=np.float64)
         self._weights /= self._weights.sum()
 
+    def _window(self, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+        """One window (frames, start, length). With ``change_candidates`` = k > 1, the window is drawn among k
+        candidates with probability proportional to how much the image changed from its first to its last
+        frame: a small end-effector changes few pixels, a moved object many, so windows where the scene
+        itself changed (the ones whose order says something about the task) are seen more often."""
+        candidates = []
+        for _ in range(self.change_candidates):
+            frames = self.episodes[int(rng.choice(len(self.episodes), p=self._weights))].frames
+            L = int(rng.integers(self.min_len, min(self.max_len, len(frames)) + 1))
+            candidates.append((frames, int(rng.integers(0, len(frames) - L + 1)), L))
+        if len(candidates) == 1:
+            return candidates[0]
+        change = np.array([np.abs(f[s + L - 1].astype(np.int16) - f[s]).mean() for f, s, L in candidates]) + 0.05
+        return candidates[int(rng.choice(len(candidates), p=change / change.sum()))]
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> RankingBatch:
-        eps = rng.choice(len(self.episodes), size=batch_size, p=self._weights)
         out: dict[str, list[np.ndarray]] = {"start": [], "goal": [], "frame_i": [], "frame_j": []}
         later = np.empty(batch_size, bool)
-        for b, e in enumerate(eps):
-            frames = self.episodes[e].frames
-            L = int(rng.integers(self.min_len, min(self.max_len, len(frames)) + 1))
-            s = int(rng.integers(0, len(frames) - L + 1))
+        for b in range(batch_size):
+            frames, s, L = self._window(rng)
             i, j = rng.choice(L, size=2, replace=False)
             out["start"].append(frames[s])
             out["goal"].append(frames[np.maximum(s + L - 1 - self.goal_offsets, s)])

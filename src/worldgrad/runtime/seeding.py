@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -9,22 +10,58 @@ import torch
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generator:
-    """Seeds python, numpy and torch; returns a numpy Generator for the caller's own sampling."""
+    """Seeds python, numpy (legacy global) and torch (CPU and every GPU).
+
+    Args:
+        seed: a non-negative integer.
+        deterministic: make torch pick deterministic kernels (slower; ops without one only warn).
+            False switches a previous request off, so the setting always matches the run's config.
+
+    Returns:
+        A fresh ``np.random.Generator`` seeded with ``seed``, for the caller's own sampling. Its state
+        is not global, so a resumable caller stores ``rng.bit_generator.state`` in its checkpoint.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # cuBLAS needs this before its first call to be deterministic; harmless on the CPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=deterministic)
     return np.random.default_rng(seed)
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """The torch device for a ``--device`` value.
+
+    Args:
+        name: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Returns:
+        The device, checked to exist on this machine.
+
+    Raises:
+        ValueError: an unknown name, or a GPU this machine does not have.
+    """
+    name = name.strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} asked for but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu or auto")
+    elif device.type != "cpu":
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
