@@ -1,7 +1,10 @@
 import json
 from dataclasses import replace
 
+import pytest
+
 from worldgrad.algos.train_reward import TrainRewardConfig
+from worldgrad.algos.train_wm import TrainWMConfig
 from worldgrad.envs.pusht import PushTConfig
 from worldgrad.pipeline import PipelineConfig, run_pipeline
 
@@ -11,6 +14,8 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
         runs=tmp_path, name="t", play_frames=120, heldout_frames=120, episode_len=60, workers=1,
         eval_episodes=2, eval_videos=1, pusht=PushTConfig(image_size=32, max_episode_steps=10),
         reward=replace(TrainRewardConfig(), steps=4, eval_every=2, batch_size=8, norm_frames=256, max_window=20),
+        wm=replace(TrainWMConfig(), steps=4, eval_every=2, batch_size=4, strip_horizon=3), wm_eval_rollouts=2,
+        wm_eval_horizon=10,
     )  # fmt: skip
     first = run_pipeline(cfg)
     run = tmp_path / "t"
@@ -19,6 +24,8 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert "| random | 2 |" in report and "not implemented yet" in report and "## Reward model" in report
     assert len(list((run / "data" / "play" / "episodes").iterdir())) == 2
     assert (run / "reward" / "reward.safetensors").exists()
+    assert (run / "wm" / "wm.safetensors").exists() and (run / "wm" / "eval" / "strip.png").exists()
+    assert "## Global world model" in report and "| 10 |" in report
     assert all(
         "reward" in [p.stem for p in (ep / "labels").glob("*.npy")]
         for ep in (run / "data" / "play" / "episodes").iterdir()
@@ -26,5 +33,8 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     capsys.readouterr()
     second = run_pipeline(cfg)
     out = capsys.readouterr().out
-    assert out.count("done earlier, reused") == 6
+    assert out.count("done earlier, reused") == 8
     assert second["eval"] == first["eval"]
+    # the recorded data pins the run folder; learning settings may change (their stages rerun)
+    with pytest.raises(ValueError, match="play_frames"):
+        run_pipeline(replace(cfg, play_frames=240))

@@ -63,6 +63,20 @@ def _eval_reward() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     return EvalRewardConfig, {}, run_eval_reward
 
 
+def _train_wm() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.train_wm import PRESETS, TrainWMConfig
+    from worldgrad.commands import run_train_wm
+
+    return TrainWMConfig, PRESETS, run_train_wm
+
+
+def _eval_wm() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.commands import run_eval_wm
+    from worldgrad.eval.wm import EvalWMConfig
+
+    return EvalWMConfig, {}, run_eval_wm
+
+
 def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     from worldgrad.pipeline import PRESETS, PipelineConfig, run_pipeline
 
@@ -76,6 +90,8 @@ COMMANDS: dict[str, Command] = {
     "train-reward": Command("train the goal-conditioned ranking reward on passive video", _train_reward),
     "label-reward": Command("write the learned reward of every stored frame as a label", _label_reward),
     "eval-reward": Command("validate the reward against true coverage on held-out recordings", _eval_reward),
+    "train-wm": Command("train the global diffusion world model on play data", _train_wm),
+    "eval-wm": Command("open-loop fidelity of the world model on held-out recordings", _eval_wm),
     "pipeline": Command("the main job: every stage end to end, reusing finished stages", _pipeline),
 }
 

@@ -6,10 +6,12 @@ import json
 
 from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
 from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
+from worldgrad.algos.train_wm import TrainWMConfig, train_wm
 from worldgrad.data.collect import CollectConfig, collect
 from worldgrad.data.lerobot import ImportConfig, import_lerobot
 from worldgrad.eval.harness import EvalConfig, evaluate, format_table
 from worldgrad.eval.reward import EvalRewardConfig, evaluate_reward
+from worldgrad.eval.wm import EvalWMConfig, evaluate_wm
 
 
 def format_collect_summary(s: dict[str, float]) -> str:
@@ -74,4 +76,18 @@ def run_eval_reward(cfg: EvalRewardConfig) -> dict[str, object]:
     result = evaluate_reward(cfg)
     print(json.dumps(result, indent=2))  # noqa: T201
     print(f"scatter plot and video in {cfg.out}")  # noqa: T201
+    return result
+
+
+def run_train_wm(cfg: TrainWMConfig) -> dict[str, object]:
+    result = train_wm(cfg)
+    if result:  # rank 0 only under torchrun
+        print(f"world model: {result['path']} ({result['params']:,} parameters); validation {result['val']}")  # noqa: T201
+    return result
+
+
+def run_eval_wm(cfg: EvalWMConfig) -> dict[str, object]:
+    result = evaluate_wm(cfg)
+    print(result["table"])  # noqa: T201
+    print(f"table and strip in {cfg.out}")  # noqa: T201
     return result

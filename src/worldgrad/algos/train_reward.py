@@ -66,7 +66,7 @@ class TrainRewardConfig:
 PRESETS: dict[str, TrainRewardConfig] = {
     "tiny": TrainRewardConfig(),
     "cpu": TrainRewardConfig(
-        name="reward-cpu", store=Path("runs/pusht-cpu/data/play"), steps=6000, eval_every=500, lr=3e-4
+        name="reward-cpu", store=Path("runs/pusht-cpu/data/play"), steps=1200, eval_every=200, lr=3e-4
     ),
     "paper": TrainRewardConfig(
         name="reward-paper", store=Path("runs/pusht-paper/data/play"), steps=50_000, batch_size=256,

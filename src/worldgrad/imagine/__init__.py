@@ -1,0 +1,1 @@
+"""Imagination: environments driven by learned world models (rollout engine, gymnasium vector env)."""
