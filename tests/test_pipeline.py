@@ -38,3 +38,8 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     # the recorded data pins the run folder; learning settings may change (their stages rerun)
     with pytest.raises(ValueError, match="play_frames"):
         run_pipeline(replace(cfg, play_frames=240))
+    # a retrained reward invalidates the stages that consume it, not the others
+    run_pipeline(replace(cfg, reward=replace(cfg.reward, steps=6)))
+    out = capsys.readouterr().out
+    assert "train_reward: 6 steps" in out and "label_reward: reward of every play frame" in out
+    assert "eval_reward: vs true coverage" in out and out.count("done earlier, reused") == 5

@@ -102,8 +102,10 @@ def test_resume_after_interruption_equals_uninterrupted(store_path, tmp_path, mo
     a = load_checkpoint(tmp_path / "a" / "r" / "checkpoints" / "step_000000010.safetensors")["modules"]["model"]
     b = load_checkpoint(tmp_path / "b" / "r" / "checkpoints" / "step_000000010.safetensors")["modules"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="differs in steps"):
-        train_reward(config(store_path, tmp_path / "b", 20), goal, progress=False)
+    with pytest.raises(ValueError, match="differs in lr"):
+        train_reward(replace(config(store_path, tmp_path / "b", 10), lr=0.5), goal, progress=False)
+    train_reward(config(store_path, tmp_path / "b", 12), goal, progress=False)  # a longer schedule extends the run
+    assert (tmp_path / "b" / "r" / "checkpoints" / "step_000000012.safetensors").exists()
 
 
 def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch):

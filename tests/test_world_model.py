@@ -196,6 +196,26 @@ def test_vector_env_follows_the_gymnasium_api(store_path):
     assert env.engine.steps.tolist() == [0, 0, 0]  # restarted from fresh real contexts
 
 
+def test_vector_env_with_the_learned_reward_and_a_run_folder_model(store_path, tmp_path):
+    from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
+    from worldgrad.envs.pusht import render_goal_image
+    from worldgrad.imagine.vector_env import make_world_model_env
+    from worldgrad.models.encoders import ConvEncoderConfig
+    from worldgrad.models.reward import RewardModelConfig
+
+    train_wm(config(store_path, tmp_path, 5), progress=False)
+    reward_model = RewardModelConfig(image_size=SIZE, encoder=ConvEncoderConfig(depth=4, out_dim=8))
+    rcfg = TrainRewardConfig(store=store_path, runs=tmp_path, name="r", steps=2, eval_every=2, batch_size=4,
+                             norm_frames=64, max_window=20, device="cpu", model=reward_model)  # fmt: skip
+    rpath = train_reward(rcfg, render_goal_image(PushTConfig(image_size=SIZE)), progress=False)["path"]
+    env = make_world_model_env(tmp_path / "wm", store_path, rpath, num_envs=2, horizon=3, device="cpu")
+    env.reset(seed=1)
+    _, rew, _, _, _ = env.step(np.zeros((2, 2), np.float32))
+    assert rew.shape == (2,) and np.isfinite(rew).all() and rew.dtype == np.float32
+    with pytest.raises(FileNotFoundError, match="not a train-wm run folder"):
+        make_world_model_env(tmp_path, store_path)
+
+
 def test_train_eval_export_and_load(store_path, tmp_path):
     result = train_wm(config(store_path, tmp_path, 10, autoregressive_steps=1), progress=False)
     run = tmp_path / "wm"

@@ -101,9 +101,13 @@ def _jsonable(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def _stage(run: RunDir, name: str, spec_cfg: Any, fn: Callable[[], Any], what: str) -> Any:
-    """Runs ``fn`` unless a stage of that name finished earlier with the same config (then reuses it)."""
-    spec = _jsonable(spec_cfg)
+def _stage(run: RunDir, name: str, spec_cfg: Any, fn: Callable[[], Any], what: str, after: Any = None) -> Any:
+    """Runs ``fn`` unless a stage of that name finished earlier with the same config and inputs (then reuses it).
+
+    ``after`` is the result of the stage this one consumes (e.g. the trained model's summary): when that
+    stage reran, this one reruns too, even though its own config (paths) did not change.
+    """
+    spec = {"config": _jsonable(spec_cfg), "after": json.loads(json.dumps(after, default=str))}
     marker = run.path / "stages" / f"{name}.json"
     if marker.exists() and json.loads(marker.read_text()).get("spec") == spec:
         print(f"[pipeline] {name}: done earlier, reused")  # noqa: T201
@@ -153,9 +157,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     results["reward"] = _stage(run, "train_reward", rcfg, lambda: train_reward(rcfg, goal), f"{rcfg.steps} steps")
     reward_path = run.path / "reward" / "reward.safetensors"
     lcfg = LabelRewardConfig(reward=reward_path, store=data / "play")
-    results["labels"] = _stage(run, "label_reward", lcfg, lambda: label_store(lcfg), "reward of every play frame")
+    results["labels"] = _stage(
+        run, "label_reward", lcfg, lambda: label_store(lcfg), "reward of every play frame", after=results["reward"]
+    )
     vcfg = EvalRewardConfig(reward=reward_path, store=data / "heldout", out=run.path / "reward" / "eval")
-    results["reward_eval"] = _stage(run, "eval_reward", vcfg, lambda: _eval_reward_or_note(vcfg), "vs true coverage")
+    results["reward_eval"] = _stage(
+        run, "eval_reward", vcfg, lambda: _eval_reward_or_note(vcfg), "vs true coverage", after=results["reward"]
+    )
 
     wcfg = replace(cfg.wm, store=data / "play", runs=run.path, name="wm",
                    model=replace(cfg.wm.model, image_size=cfg.pusht.image_size))  # fmt: skip
@@ -163,7 +171,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     fcfg = EvalWMConfig(wm=run.path / "wm" / "wm.safetensors", store=data / "heldout", out=run.path / "wm" / "eval",
                         rollouts=cfg.wm_eval_rollouts, horizon=cfg.wm_eval_horizon,
                         horizons=tuple(h for h in (1, 5, 10, 20, 40, 60) if h <= cfg.wm_eval_horizon))  # fmt: skip
-    results["wm_eval"] = _stage(run, "eval_wm", fcfg, lambda: _strip_table(evaluate_wm(fcfg)), "open-loop fidelity")
+    results["wm_eval"] = _stage(
+        run, "eval_wm", fcfg, lambda: _strip_table(evaluate_wm(fcfg)), "open-loop fidelity", after=results["wm"]
+    )
 
     ecfg = EvalConfig(
         policies=("random", "operator:explorer", "operator:pusher", "operator:expert"), episodes=cfg.eval_episodes,
@@ -175,6 +185,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     print(f"[pipeline] report: {report}")  # noqa: T201
     print(format_table(results["eval"]))  # noqa: T201
     return results
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def _reward_section(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
@@ -197,6 +211,8 @@ def _reward_section(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
         f"| Spearman, mean over {ev['episodes_scored']} episodes | {'n/a' if per_ep is None else f'{per_ep:.3f}'} |",
         f"| pairwise ranking accuracy on held-out windows | {ev['pairwise_accuracy']:.3f} |",
         f"| percentile of the goal image among held-out frames | {ev['goal_percentile']:.1f} |",
+        f"| ... among held-out frames with coverage < 0.9 | {_fmt(ev.get('goal_percentile_off_goal'), '.1f')} |",
+        f"| mean true coverage of frames scoring above the goal | {_fmt(ev.get('coverage_above_goal_mean'), '.2f')} |",
         "",
         "Plots: `reward/eval/scatter.png`, `reward/eval/reward_video.mp4`.",
         "",

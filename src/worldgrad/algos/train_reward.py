@@ -31,7 +31,7 @@ class TrainRewardConfig:
     runs: Path = Path("runs")
     """parent folder of run folders"""
     name: str = "reward-tiny"
-    """run folder name; re-running with the same name resumes"""
+    """run folder name; re-running with the same name resumes (a larger --steps extends the run)"""
     model: RewardModelConfig = field(default_factory=RewardModelConfig)
     steps: int = 400
     """optimizer steps"""
@@ -128,7 +128,7 @@ def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool
             f"store {cfg.store} holds {store.meta.image_shape[0]}x{store.meta.image_shape[1]} images but the reward "
             f"model expects {cfg.model.image_size}; pass --model.image-size {store.meta.image_shape[0]}"
         )
-    run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True)
+    run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True, ignore=("steps", "eval_every", "device"))
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     model = RankingReward(cfg.model).to(device)

@@ -9,6 +9,7 @@ for DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 writes the run 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -315,7 +316,26 @@ def export_world_model(path: Path, denoiser: Denoiser, sampler: SamplerConfig) -
 
 
 def load_world_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, SamplerConfig]:
-    """Loads a world model written by ``train-wm`` (``wm.safetensors``) in eval mode, with its sampler settings."""
+    """Loads a world model in eval mode, with its sampler settings.
+
+    Args:
+        path: ``wm.safetensors`` written at the end of ``train-wm``, or a train-wm run folder (its newest
+            checkpoint is used, so a model can be evaluated while it still trains).
+        device: where to put it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from worldgrad.runtime.checkpoint import load_latest_checkpoint
+
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a train-wm run folder (no config.json); pass wm.safetensors")
+        cfg = config_from_dict(TrainWMConfig, json.loads((path / "config.json").read_text()))
+        found = load_latest_checkpoint(path / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(f"run folder {path} has no checkpoint yet; wait for the first one (--eval-every)")
+        denoiser = Denoiser(cfg.model).to(device)
+        denoiser.load_state_dict(found[1]["modules"]["model"])
+        return denoiser.eval(), cfg.sampler
     state = load_checkpoint(path)
     if "sampler" not in state or "config" not in state:
         raise ValueError(f"{path} is not a world model written by train-wm (wm.safetensors); pass that file")

@@ -55,6 +55,10 @@ def _curve_panel(values: np.ndarray, coverage: np.ndarray, t: int, size: int) ->
     return panel
 
 
+def _percentile_or_none(values: np.ndarray, x: float) -> float | None:
+    return float((values < x).mean() * 100.0) if len(values) else None
+
+
 def evaluate_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
     from worldgrad.algos.train_reward import load_goal_reward
     from worldgrad.runtime.seeding import pick_device
@@ -100,6 +104,12 @@ def evaluate_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
         "episodes_scored": len(per_episode),
         "pairwise_accuracy": float(np.mean(correct)),
         "goal_percentile": float((r_all < np.median(goal_r)).mean() * 100.0),
+        # held-out play often rests at the goal (coverage ~1): those frames may tie with or beat the goal image,
+        # so also rank the goal among frames that are not at the goal, and say what scores above it
+        "goal_percentile_off_goal": _percentile_or_none(r_all[c_all < 0.9], np.median(goal_r)),
+        "coverage_above_goal_mean": float(c_all[r_all >= np.median(goal_r)].mean())
+        if (r_all >= np.median(goal_r)).any()
+        else None,
         "frames": len(r_all),
         "reward_mean": float(r_all.mean()),
         "reward_std": float(r_all.std()),

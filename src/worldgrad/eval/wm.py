@@ -27,7 +27,7 @@ class EvalWMConfig:
     """Measure the world model's open-loop fidelity on held-out recordings."""
 
     wm: Path = Path("runs/wm-tiny/wm.safetensors")
-    """world model written by train-wm"""
+    """world model written by train-wm, or a train-wm run folder (its newest checkpoint)"""
     store: Path = Path("runs/pusht-tiny/data/heldout")
     """held-out recordings (seeds and ideally an operator never used for training)"""
     out: Path = Path("runs/wm-tiny/eval")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -73,3 +74,36 @@ class WorldModelVectorEnv(VectorEnv):
             infos = {"final_obs": out.copy(), "_final_obs": truncated.copy()}
             out[ids] = self._restart(ids).cpu().numpy()
         return out, reward, terminated, truncated, infos
+
+
+def make_world_model_env(
+    wm: str | Path,
+    store: str | Path,
+    reward: str | Path | None = None,
+    num_envs: int = 16,
+    horizon: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+) -> WorldModelVectorEnv:
+    """A ready vector env: the world model of ``train-wm``, contexts from ``store``, the reward of ``train-reward``.
+
+    Args:
+        wm: ``wm.safetensors`` or a train-wm run folder.
+        store: episode store the initial contexts are drawn from (the play data).
+        reward: ``reward.safetensors`` from train-reward (None: reward 0).
+        num_envs: imagined environments stepped together.
+        horizon: steps before truncation.
+        seed: seed of the sampling noise and of the context draws.
+        device: auto, cpu or cuda.
+    """
+    from worldgrad.algos.train_reward import load_goal_reward
+    from worldgrad.algos.train_wm import load_world_model
+    from worldgrad.data.store import EpisodeStore
+    from worldgrad.runtime.seeding import pick_device
+
+    dev = pick_device(device)
+    model, sampler = load_world_model(wm, dev)
+    engine = WorldModelRollout(model, sampler, num_envs, seed=seed)
+    contexts = StoreContexts(EpisodeStore.open(store), model.cfg.context, seed=seed)
+    reward_fn = load_goal_reward(reward, dev) if reward is not None else None
+    return WorldModelVectorEnv(engine, contexts, reward_fn, horizon)
