@@ -79,7 +79,7 @@ def main() -> None:
     for preset in args.presets:
         cfg = PRESETS[preset]
         torch.manual_seed(0)
-        model = Denoiser(cfg.model).to(device)
+        model = Denoiser(cfg.model).to(device, memory_format=torch.channels_last)  # as train-wm does
         n = sum(p.numel() for p in model.parameters())
         step = time_train_step(model, args.train_batch, cfg.autoregressive_steps, device, cfg.amp, args.reps)
         model.eval()
