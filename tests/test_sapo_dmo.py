@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from worldgrad.algos.dmo import decoupled, grads_finite
+from worldgrad.algos.sapo import (
+    Actor,
+    Critic,
+    SquashedNormal,
+    alpha_loss,
+    scaled_entropy,
+    soft_return,
+    target_entropy,
+    td_lambda_targets,
+)
+
+
+class ToyLocalModel(nn.Module):
+    """A differentiable latent transition l' = GRU(l, a) and a reward head: stands in for the local model."""
+
+    def __init__(self, latent: int = 6, action: int = 2) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(action, latent)
+        self.head = nn.Linear(latent, 1)
+
+    def step(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.cell(action, latent)
+
+    def reward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.head(latent).squeeze(-1)
+
+
+def rollout_objective(actor, model, critic, l0, noise, forward=None):
+    """Eq. 4 over a short window; ``forward`` (a function) supplies the forward latents for DMO, None = BPTT."""
+    latent, rewards, bonus, values = l0, [], [], []
+    for eps in noise:
+        dist = actor(latent)
+        action = torch.tanh(dist.mean + dist.log_std.exp() * eps)  # reparameterized with fixed noise
+        nxt = model.step(latent, action)
+        if forward is not None:
+            with torch.no_grad():
+                fwd = forward(latent, action)
+            nxt = decoupled(nxt, fwd)
+        latent = nxt
+        rewards.append(model.reward(latent))
+        bonus.append(0.1 * dist.log_std.sum(-1))
+        values.append(latent)
+    ret = soft_return(torch.stack(rewards), torch.stack(bonus), critic(latent).mean(0), gamma=0.99)
+    return ret.mean(), torch.stack(values)
+
+
+def test_dmo_equals_bptt():
+    torch.manual_seed(0)
+    actor, model, critic = Actor(6, 2, (16,)), ToyLocalModel(), Critic(6, 2, (8,))
+    l0 = torch.randn(5, 6)
+    noise = torch.randn(8, 5, 2)
+    j_bptt, lat_bptt = rollout_objective(actor, model, critic, l0, noise)
+    g_bptt = torch.autograd.grad(j_bptt, list(actor.parameters()))
+    # forward model = the local model itself (its values, without a graph)
+    j_dmo, lat_dmo = rollout_objective(actor, model, critic, l0, noise, forward=model.step)
+    g_dmo = torch.autograd.grad(j_dmo, list(actor.parameters()))
+    torch.testing.assert_close(j_dmo, j_bptt, rtol=0, atol=0)
+    torch.testing.assert_close(lat_dmo, lat_bptt, rtol=0, atol=0)  # forward values are the forward model's
+    for a, b in zip(g_dmo, g_bptt, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_dmo_takes_values_from_the_forward_model_and_gradients_from_the_backward_model():
+    torch.manual_seed(1)
+    actor, model, critic = Actor(6, 2, (16,)), ToyLocalModel(), Critic(6, 2, (8,))
+    other = ToyLocalModel()  # a different "global" model
+    l0, noise = torch.randn(4, 6), torch.randn(3, 4, 2)
+    _, lat = rollout_objective(actor, model, critic, l0, noise, forward=other.step)
+    # values: step 1 equals the other model's prediction from l0
+    with torch.no_grad():
+        dist = actor(l0)
+        a0 = torch.tanh(dist.mean + dist.log_std.exp() * noise[0])
+        torch.testing.assert_close(lat[0], other.step(l0, a0))
+    x = torch.randn(3, requires_grad=True)
+    y = decoupled(x * 2, torch.full((3,), 7.0))
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(y.detach(), torch.full((3,), 7.0)) and torch.equal(g, torch.full((3,), 2.0))
+    with pytest.raises(ValueError, match="equal shapes"):
+        decoupled(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_squashed_normal_entropy_matches_numerical_integration():
+    torch.manual_seed(0)
+    mean, log_std = torch.tensor([[0.4]]), torch.tensor([[-0.3]])
+    one = SquashedNormal(mean, log_std)
+    a = torch.linspace(-0.99999, 0.99999, 200_001)[:, None]
+    density = one.log_prob_pre_tanh(torch.atanh(a)).exp()
+    assert abs(float(torch.trapezoid(density, a.squeeze(-1))) - 1) < 1e-3  # a density over (-1, 1)
+    exact = -float(torch.trapezoid(density * density.clamp_min(1e-30).log(), a.squeeze(-1)))
+    mc = SquashedNormal(mean.expand(200_000, 1), log_std.expand(200_000, 1)).entropy_mc()
+    assert abs(float(mc.mean()) - exact) < 0.01, (float(mc.mean()), exact)
+
+
+def test_actor_samples_in_range_and_are_reparameterized():
+    torch.manual_seed(0)
+    actor = Actor(4, 2)
+    feats = torch.randn(7, 4, requires_grad=True)
+    s = actor(feats).rsample()
+    assert s.action.shape == (7, 2) and s.action.abs().max() < 1 and s.log_prob.shape == (7,)
+    s.action.sum().backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+
+
+def test_td_lambda_targets_on_hand_computed_values():
+    r = torch.tensor([[1.0], [2.0], [3.0]])
+    v = torch.tensor([[10.0], [20.0], [30.0]])  # V(s_1), V(s_2), V(s_3)
+    g, lam = 0.5, 0.8
+    out = td_lambda_targets(r, v, g, lam)
+    g2 = 3 + 0.5 * 30  # 18
+    g1 = 2 + 0.5 * (0.2 * 20 + 0.8 * g2)  # 2 + 0.5 * 18.4 = 11.2
+    g0 = 1 + 0.5 * (0.2 * 10 + 0.8 * g1)  # 1 + 0.5 * 10.96 = 6.48
+    torch.testing.assert_close(out.squeeze(-1), torch.tensor([g0, g1, g2]))
+    # eq. 6 for t = 0: (1 - lam) (lam^0 V_1 + lam^1 V_2) + lam^2 V_3, V_n the n-step returns
+    v1, v2, v3 = 1 + g * 10, 1 + g * 2 + g**2 * 20, 1 + g * 2 + g**2 * 3 + g**3 * 30
+    assert float(out[0, 0]) == pytest.approx((1 - lam) * (v1 + lam * v2) + lam**2 * v3)
+    # a reset after step 0 cuts the recursion there
+    cut = td_lambda_targets(r, v, g, lam, resets=torch.tensor([[True], [False], [False]]))
+    assert float(cut[0, 0]) == pytest.approx(1 + 0.5 * 10) and float(cut[1, 0]) == pytest.approx(g1)
+
+
+def test_temperature_moves_toward_the_target_entropy():
+    target = target_entropy(2)
+    assert target == -1.0 and float(scaled_entropy(torch.tensor(0.0), target)) == 0.5
+    for entropy, direction in ((torch.tensor([3.0]), -1), (torch.tensor([-4.0]), 1)):
+        log_alpha = torch.zeros((), requires_grad=True)
+        opt = torch.optim.SGD([log_alpha], lr=0.1)
+        alpha_loss(log_alpha, entropy, target).backward()
+        opt.step()
+        assert math.copysign(1, log_alpha.item()) == direction  # too random: alpha falls; too certain: alpha rises
+
+
+def test_non_finite_or_exploding_gradients_are_detected():
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([1.0, 2.0, 3.0])
+    assert grads_finite([p])
+    p.grad = torch.tensor([1.0, float("nan"), 3.0])
+    assert not grads_finite([p])
+    p.grad = torch.tensor([1e7, 0.0, 0.0])
+    assert not grads_finite([p])
