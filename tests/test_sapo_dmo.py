@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -144,3 +145,82 @@ def test_non_finite_or_exploding_gradients_are_detected():
     assert not grads_finite([p])
     p.grad = torch.tensor([1e7, 0.0, 0.0])
     assert not grads_finite([p])
+
+
+class ToyState(tuple):
+    """(deter, stoch) as a tuple subclass: what decouple_state maps over."""
+
+    def __new__(cls, deter, stoch):
+        return super().__new__(cls, (deter, stoch))
+
+
+class ToyRSSM(nn.Module):
+    """A minimal filter: conv encoder, GRU deterministic state, a stochastic part from prior/posterior heads."""
+
+    def __init__(self, size=8, deter=12, stoch=4, action=2):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(size * size * 3, 16))
+        self.cell = nn.GRUCell(stoch + action, deter)
+        self.prior = nn.Linear(deter, stoch)
+        self.post = nn.Linear(deter + 16, stoch)
+        self.head = nn.Linear(deter + stoch, 1)
+        self.deter, self.stoch = deter, stoch
+
+    def initial_state(self, batch):
+        return ToyState(torch.zeros(batch, self.deter), torch.zeros(batch, self.stoch))
+
+    def encode(self, images):
+        return self.enc(images.float() / 255.0)
+
+    def _deter(self, state, action):
+        return self.cell(torch.cat([state[1], action], -1), state[0])
+
+    def observe_step(self, state, action, embed):
+        d = self._deter(state, action)
+        return ToyState(d, torch.tanh(self.post(torch.cat([d, embed], -1))))
+
+    def step_prior(self, state, action):
+        d = self._deter(state, action)
+        return ToyState(d, torch.tanh(self.prior(d)))
+
+    def features(self, state):
+        return torch.cat(list(state), -1)
+
+    def reward(self, features):
+        return self.head(features).squeeze(-1)
+
+
+def test_imagine_window_trains_the_actor_only_and_records_forward_values():
+    from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, critic_update, imagine_window, temperature_update
+
+    torch.manual_seed(0)
+    local = ToyRSSM().requires_grad_(False)
+    agent = Agent(16, 2, SAPOConfig(horizon=4, critic_iterations=2, critic_minibatches=2, actor_hidden=(16,)))
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    world_calls = []
+
+    def step_world(action):
+        world_calls.append(action)
+        assert not action.requires_grad  # the global model never sees the graph
+        return torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+
+    state = local.observe_step(local.initial_state(3), torch.zeros(3, 2), local.encode(frames))
+    loss, window, end_state, last = imagine_window(agent, local, step_world, lambda f: f.float().mean((1, 2, 3)) / 255,
+                                                   state, frames, horizon=4)  # fmt: skip
+    assert torch.isfinite(loss) and len(world_calls) == 4
+    assert window.features.shape == (5, 3, 16) and window.rewards.shape == (4, 3) and window.frames.shape[0] == 5
+    torch.testing.assert_close(window.frames[-1], last)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
+    assert all(p.grad is None for p in local.parameters())
+    # forward values: the recorded features are the filter's, step by step from the same actions
+    s = state
+    for h in range(4):
+        s = local.observe_step(s, window.actions[h], local.encode(window.frames[h + 1]))
+        torch.testing.assert_close(window.features[h + 1], local.features(s))
+    torch.testing.assert_close(local.features(end_state), local.features(s))
+    opts = agent.optimizers()
+    before = [p.clone() for p in agent.critic.parameters()]
+    assert np.isfinite(critic_update(agent, window, opts["critic"], np.random.default_rng(0)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.critic.parameters(), strict=True))
+    temperature_update(agent, window, opts["alpha"])

@@ -1,0 +1,224 @@
+"""DMO-SAPO: the policy learns from first-order gradients through the local model along trajectories that
+the global world model generated (DESIGN section 4, the paper's Algorithm 1).
+
+One iteration over a window of H steps for B persistent imagined environments:
+
+1. The latent l_h is the local model's posterior filtered on the **forward** image o_h (no gradient through
+   the encoder or the pixels); the actor samples a_h (reparameterized tanh-Gaussian).
+2. The global world model produces o_{h+1} (no gradient); the global reward scores it.
+3. l_{h+1} = decoupled(step_prior(l_h, a_h), posterior(o_{h+1})): its value is the forward latent, its
+   gradient the local model's Jacobian. The reward is decoupled the same way: value from the global reward,
+   gradient from the local reward head.
+4. Actor loss: minus the entropy-regularized H-step return bootstrapped by the critic (eq. 4); critic:
+   TD-lambda targets from the global rewards (eqs. 5-6); temperature toward the target entropy.
+5. The local model is fine-tuned on the forward rollouts (a replay buffer of imagined windows).
+
+The local model enters through :class:`LocalModel`, a small protocol, so any latent model with a
+filter, a differentiable one-step prior and a reward head can serve as the backward model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from worldgrad.algos.dmo import decoupled
+from worldgrad.algos.sapo import (
+    Actor,
+    Critic,
+    alpha_loss,
+    scaled_entropy,
+    soft_return,
+    target_entropy,
+    td_lambda_targets,
+)
+
+S = TypeVar("S")
+
+
+class LocalModel(Protocol[S]):
+    """What DMO-SAPO needs from the local (backward) model. ``S`` is its state: a tuple of tensors (B, ...)."""
+
+    def initial_state(self, batch: int) -> S: ...
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> embeddings (B, E)."""
+        ...
+
+    def observe_step(self, state: S, action: torch.Tensor, embed: torch.Tensor) -> S:
+        """Posterior: the state after ``action``, corrected by the embedding of the frame that followed."""
+        ...
+
+    def step_prior(self, state: S, action: torch.Tensor) -> S:
+        """The differentiable one-step prediction whose Jacobians carry the policy gradient."""
+        ...
+
+    def features(self, state: S) -> torch.Tensor:
+        """(B, F): what the actor and the critic see."""
+        ...
+
+    def reward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B,): the local reward head (its gradient stands in for the global reward's)."""
+        ...
+
+
+def decouple_state(backward: tuple[torch.Tensor, ...], forward: tuple[torch.Tensor, ...]) -> Any:
+    """Field by field: the value of the forward state, the gradient of the backward one."""
+    return type(backward)(*(decoupled(b, f) for b, f in zip(backward, forward, strict=True)))
+
+
+def detach_state(state: tuple[torch.Tensor, ...]) -> Any:
+    return type(state)(*(x.detach() for x in state))
+
+
+@dataclass(frozen=True)
+class SAPOConfig:
+    """Actor-critic settings (defaults from the public SAPO and DMO code)."""
+
+    horizon: int = 16
+    """H: steps per window of analytic gradients (DMO uses 16)"""
+    gamma: float = 0.99
+    lam: float = 0.95
+    actor_lr: float = 2e-3
+    critic_lr: float = 5e-4
+    alpha_lr: float = 5e-3
+    init_alpha: float = 1.0
+    target_entropy_scale: float = 0.5
+    """target entropy = -scale * action_dim"""
+    max_grad_norm: float = 0.5
+    critic_iterations: int = 16
+    critic_minibatches: int = 4
+    actor_hidden: tuple[int, ...] = (128, 64, 32)
+    critic_hidden: tuple[int, ...] = (64, 64)
+
+
+class Agent(nn.Module):
+    """Actor, critic ensemble and the learned temperature, with their optimizers' settings in ``cfg``."""
+
+    def __init__(self, feature_dim: int, action_dim: int, cfg: SAPOConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.actor = Actor(feature_dim, action_dim, cfg.actor_hidden)
+        self.critic = Critic(feature_dim, 2, cfg.critic_hidden)
+        self.log_alpha = nn.Parameter(torch.tensor(float(np.log(cfg.init_alpha))))
+        self.target = target_entropy(action_dim, cfg.target_entropy_scale)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c, betas = self.cfg, (0.7, 0.95)
+        return {
+            "actor": torch.optim.AdamW(self.actor.parameters(), lr=c.actor_lr, betas=betas),
+            "critic": torch.optim.AdamW(self.critic.parameters(), lr=c.critic_lr, betas=betas),
+            "alpha": torch.optim.AdamW([self.log_alpha], lr=c.alpha_lr, betas=betas, weight_decay=0.0),
+        }
+
+
+@dataclass
+class Window:
+    """What one imagined window leaves behind (forward values, detached, for the critic and the local model)."""
+
+    features: torch.Tensor
+    """(H + 1, B, F) features of the forward latents l_0..l_H"""
+    rewards: torch.Tensor
+    """(H, B) global rewards of the transitions (plus alpha * scaled entropy: SAPO's targets include it)"""
+    frames: torch.Tensor
+    """(H + 1, B, H, W, 3) uint8 forward frames"""
+    actions: torch.Tensor
+    """(H, B, A)"""
+    global_rewards: torch.Tensor
+    """(H, B) global rewards alone"""
+    entropy: torch.Tensor
+    """(H, B) entropy estimates"""
+
+
+def imagine_window(
+    agent: Agent,
+    local: LocalModel[Any],
+    step_world: Any,
+    reward_fn: Any,
+    state: tuple[torch.Tensor, ...],
+    frame: torch.Tensor,
+    horizon: int,
+) -> tuple[torch.Tensor, Window, tuple[torch.Tensor, ...], torch.Tensor]:
+    """Runs one window and returns the actor loss (with its graph), the window record and the final forward state.
+
+    Args:
+        agent: actor, critic and temperature.
+        local: the local (backward) model.
+        step_world: actions (B, A) -> next frames uint8 (B, H, W, 3) (the global world model; no gradient).
+        reward_fn: (frames uint8 (B, H, W, 3)) -> global rewards (B,) (no gradient).
+        state: the forward (filtered) local state at the window start.
+        frame: the current forward frame, uint8 (B, H, W, 3).
+        horizon: H.
+
+    Returns:
+        (actor loss, window, forward state after the window, last frame).
+    """
+    cfg = agent.cfg
+    alpha = agent.log_alpha.exp().detach()
+    latent = detach_state(state)  # graph starts at the window (SHAC's truncation)
+    fwd_state = latent
+    feats, rewards, bonus, g_rewards, entropies, frames, actions = [], [], [], [], [], [frame], []
+    feats.append(local.features(latent).detach())
+    for _ in range(horizon):
+        dist = agent.actor(local.features(latent))
+        sample = dist.rsample()
+        entropy = dist.entropy_mc()
+        with torch.no_grad():
+            frame = step_world(sample.action.detach())
+            r_global = reward_fn(frame).float()
+            fwd_state = local.observe_step(fwd_state, sample.action.detach(), local.encode(frame))
+        latent = decouple_state(local.step_prior(latent, sample.action), fwd_state)
+        feat = local.features(latent)
+        rewards.append(decoupled(local.reward(feat), r_global))
+        bonus.append(alpha * scaled_entropy(entropy, agent.target))
+        g_rewards.append(r_global)
+        entropies.append(entropy.detach())
+        feats.append(feat.detach())
+        frames.append(frame)
+        actions.append(sample.action.detach())
+    bootstrap = agent.critic(local.features(latent)).mean(0)
+    ret = soft_return(torch.stack(rewards), torch.stack(bonus), bootstrap, cfg.gamma)
+    loss = -(ret / horizon).mean()
+    bonus_d = torch.stack(bonus).detach()
+    window = Window(
+        features=torch.stack(feats), rewards=torch.stack(g_rewards) + bonus_d, frames=torch.stack(frames),
+        actions=torch.stack(actions), global_rewards=torch.stack(g_rewards), entropy=torch.stack(entropies),
+    )  # fmt: skip
+    return loss, window, detach_state(fwd_state), frame
+
+
+def critic_targets(agent: Agent, window: Window) -> torch.Tensor:
+    """TD-lambda targets (H, B) with the ensemble's minimum as bootstrap (SAPO: no target network)."""
+    with torch.no_grad():
+        nxt = agent.critic(window.features[1:]).min(0).values
+        return td_lambda_targets(window.rewards, nxt, agent.cfg.gamma, agent.cfg.lam)
+
+
+def critic_update(agent: Agent, window: Window, optim: torch.optim.Optimizer, rng: np.random.Generator) -> float:
+    """Minibatch regression of every critic onto the TD-lambda targets; returns the mean loss."""
+    cfg = agent.cfg
+    targets = critic_targets(agent, window).flatten()
+    feats = window.features[:-1].flatten(0, 1)
+    n, losses = len(targets), []
+    for _ in range(cfg.critic_iterations):
+        order = torch.as_tensor(rng.permutation(n), device=targets.device)
+        for idx in order.chunk(cfg.critic_minibatches):
+            loss = ((agent.critic(feats[idx]) - targets[idx]) ** 2).mean()
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.max_grad_norm)
+            optim.step()
+            losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def temperature_update(agent: Agent, window: Window, optim: torch.optim.Optimizer) -> float:
+    loss = alpha_loss(agent.log_alpha, window.entropy.flatten(), agent.target)
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return loss.item()
