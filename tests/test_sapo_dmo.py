@@ -224,3 +224,58 @@ def test_imagine_window_trains_the_actor_only_and_records_forward_values():
     assert np.isfinite(critic_update(agent, window, opts["critic"], np.random.default_rng(0)))
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.critic.parameters(), strict=True))
     temperature_update(agent, window, opts["alpha"])
+
+
+def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
+    from worldgrad.algos.dmo_sapo import SAPOConfig
+    from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy
+    from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
+    from worldgrad.algos.train_wm import TrainWMConfig, train_wm
+    from worldgrad.data.collect import CollectConfig, collect
+    from worldgrad.envs.pusht import PushTConfig, render_goal_image
+    from worldgrad.models.diffusion import DenoiserConfig
+    from worldgrad.models.encoders import ConvEncoderConfig
+    from worldgrad.models.reward import RewardModelConfig
+    from worldgrad.runtime.metrics import read_metrics
+
+    size = 16
+    store = tmp_path / "play"
+    ccfg = CollectConfig(out=store, operator="pusher", frames=200, episode_len=100, pusht=PushTConfig(image_size=size))
+    collect(ccfg, progress=False)
+    wm = DenoiserConfig(image_size=size, channels=(8, 8, 16), depths=(1, 1, 1), cond_dim=32)
+    train_wm(TrainWMConfig(store=store, runs=tmp_path, name="wm", model=wm, steps=2, eval_every=2, batch_size=2,
+                           strip_horizon=2, device="cpu"), progress=False)  # fmt: skip
+    rm = RewardModelConfig(image_size=size, encoder=ConvEncoderConfig(depth=4, out_dim=8))
+    rpath = train_reward(TrainRewardConfig(store=store, runs=tmp_path, name="r", steps=2, eval_every=2, batch_size=4,
+                                           norm_frames=32, max_window=20, device="cpu", model=rm),
+                         render_goal_image(PushTConfig(image_size=size)), progress=False)["path"]  # fmt: skip
+    torch.manual_seed(0)
+    local = ToyRSSM(size=size)
+    calls = []
+
+    def finetune(frames, actions, rewards):
+        calls.append((frames.shape, actions.shape, rewards.shape))
+        return {"one_step_error": 0.5}
+
+    def evaluate_real(policy):
+        policy.reset(0)
+        action = policy.act(np.zeros((size, size, 3), np.uint8))
+        assert action.shape == (2,) and np.abs(action).max() < 1
+        return {"success_rate": 0.0}
+
+    sapo = SAPOConfig(horizon=3, critic_iterations=1, critic_minibatches=1, actor_hidden=(16,), critic_hidden=(8,))
+    cfg = TrainPolicyConfig(wm=tmp_path / "wm", reward=rpath, store=store, runs=tmp_path, name="p", sapo=sapo,
+                            num_envs=2, max_episode_len=6, iterations=4, eval_every=2, device="cpu")  # fmt: skip
+    out = train_policy(cfg, local, 16, finetune, evaluate_real, progress=False)
+    assert out["samples"] == 4 * 3 * 2 and calls[0] == ((2, 4, size, size, 3), (2, 3, 2), (2, 3))
+    lines = read_metrics(tmp_path / "p" / "metrics.jsonl")
+    assert [x["samples"] for x in lines if "policy/entropy" in x] == [6, 12, 18, 24]
+    assert any("policy/real/success_rate" in x for x in lines) and all(p.grad is None for p in local.parameters())
+    more = train_policy(replace_iterations(cfg, 6), local, 16, None, None, progress=False)  # resumes at 4
+    assert more["samples"] == 6 * 3 * 2
+
+
+def replace_iterations(cfg, n):
+    from dataclasses import replace
+
+    return replace(cfg, iterations=n)

@@ -1,0 +1,51 @@
+"""A trained image policy as a product: the local model's filter plus the actor, driven by camera frames.
+
+``ImagePolicy(local, actor)`` keeps the filter state between calls: ``reset()`` at the start of an
+episode, then ``act(frame) -> action`` per control step (uint8 (H, W, 3) in, float32 action in [-1, 1]^A
+out). It follows the evaluation harness's policy protocol, so the real system evaluates it like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class ImagePolicy:
+    """Filter (local model posterior) + actor (its mode, or a sample) on a stream of images.
+
+    Args:
+        local: a :class:`worldgrad.algos.dmo_sapo.LocalModel`.
+        actor: the SAPO actor over the local model's features.
+        name: shown in evaluation tables.
+        deterministic: act with the mode of the tanh-Gaussian (the usual choice at deployment).
+    """
+
+    def __init__(self, local: Any, actor: torch.nn.Module, name: str = "policy", deterministic: bool = True) -> None:
+        self.local, self.actor, self.name, self.deterministic = local, actor, name, deterministic
+        self.device = next(actor.parameters()).device
+        self.action_dim = int(actor.net[-1].out_features // 2)  # type: ignore[index]
+        self._state: Any = None
+        self._last = torch.zeros(1, self.action_dim, device=self.device)
+
+    def reset(self, seed: int = 0) -> None:
+        self._state = self.local.initial_state(1)
+        self._last = torch.zeros(1, self.action_dim, device=self.device)
+        torch.manual_seed(seed)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self._state is None:
+            self.reset()
+        frame = torch.as_tensor(np.asarray(obs), device=self.device)[None]
+        if frame.dtype != torch.uint8 or frame.ndim != 4 or frame.shape[-1] != 3:
+            raise ValueError(f"ImagePolicy.act wants one uint8 (H, W, 3) frame, got {tuple(obs.shape)} {obs.dtype}")
+        self._state = self.local.observe_step(self._state, self._last, self.local.encode(frame))
+        dist = self.actor(self.local.features(self._state))
+        action = dist.mode() if self.deterministic else dist.rsample().action
+        self._last = action
+        return action[0].cpu().numpy().astype(np.float32)
+
+    __call__ = act
