@@ -175,7 +175,7 @@ def train_policy(
         envs.restart(np.flatnonzero(envs.age >= cfg.max_episode_len))
         logs.update({
             "policy/imagined_return": -loss.item() * h, "policy/reward": float(window.global_rewards.mean()),
-            "policy/entropy": float(window.entropy.mean()), "policy/alpha": float(agent.log_alpha.exp()),
+            "policy/entropy": float(window.entropy.mean()), "policy/alpha": agent.log_alpha.exp().item(),
             "samples": float(samples), "time_s": time.perf_counter() - t0,
         })  # fmt: skip
         logger.log(it + 1, logs)
