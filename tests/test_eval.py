@@ -64,3 +64,17 @@ def test_evaluate_writes_results_and_videos(tmp_path):
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown policy 'greedy'"):
         make_policy("greedy", PushTEnv())
+
+
+def test_learning_curves_plot_against_samples(tmp_path):
+    from worldgrad.eval.curves import plot_curves, series
+    from worldgrad.runtime.metrics import MetricsLogger
+
+    with MetricsLogger(tmp_path / "run", tensorboard=False) as log:
+        for i in range(5):
+            log.log(i, {"policy/reward": i * 0.5, "samples": i * 32})
+        log.log(5, {"policy/reward": float("nan"), "samples": 160})
+    xs, ys = series(tmp_path / "run" / "metrics.jsonl", "policy/reward")
+    assert xs.tolist() == [0, 32, 64, 96, 128] and ys.tolist() == [0, 0.5, 1.0, 1.5, 2.0]  # the null is dropped
+    out = plot_curves({"dmo": tmp_path / "run" / "metrics.jsonl"}, ["policy/reward"], "samples", tmp_path / "c.png")
+    assert out.stat().st_size > 1000
