@@ -322,3 +322,20 @@ def test_ddp_two_cpu_processes_end_with_equal_parameters(store_path, tmp_path):
     torch.manual_seed(0)
     fresh = Denoiser(MODEL)  # the initialization train_wm starts from (same seed)
     assert any(not torch.equal(a, b) for a, b in zip(p0, fresh.parameters(), strict=True))  # a step was taken
+
+
+def test_differentiable_sampler_matches_the_sampler_and_passes_gradients_to_actions():
+    from worldgrad.models.diffusion import sample_next_differentiable
+
+    torch.manual_seed(0)
+    model = Denoiser(MODEL).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from the zero-init identity blocks, where actions have no effect yet
+            p.add_(0.1 * torch.randn_like(p))
+    _, frames, actions = batch(2)
+    noise = torch.randn(2, 3, SIZE, SIZE)
+    actions = actions.clone().requires_grad_(True)
+    out = sample_next_differentiable(model, frames, actions, SamplerConfig(), noise=noise)
+    torch.testing.assert_close(out, sample_next(model, frames, actions.detach(), SamplerConfig(), noise=noise))
+    (g,) = torch.autograd.grad(out.square().sum(), actions)
+    assert g.abs().sum() > 0

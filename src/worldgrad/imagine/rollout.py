@@ -54,11 +54,11 @@ class WorldModelRollout:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.model, self.sampler, self.num_envs = model.eval().to(memory_format=torch.channels_last), sampler, num_envs
+        self.cfg = model.cfg
+        self.device = next(model.parameters()).device
         # on CUDA "reduce-overhead" captures CUDA graphs: the per-step launch cost dominates at small batches
         mode = "reduce-overhead" if self.device.type == "cuda" else None
         self._net = torch.compile(model, dynamic=False, mode=mode) if compile else model
-        self.cfg = model.cfg
-        self.device = next(model.parameters()).device
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(num_envs)]
         if len(seeds) != num_envs:
             raise ValueError(f"got {len(seeds)} seeds for {num_envs} environments")

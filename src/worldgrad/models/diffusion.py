@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -334,6 +335,36 @@ def edm_loss(
     return err.mean(), denoised
 
 
+def quantize_st(x: torch.Tensor) -> torch.Tensor:
+    """:func:`quantize` in the forward pass, identity gradient in the backward pass (straight-through)."""
+    return x + (quantize(x) - x).detach()
+
+
+def _sample(
+    model: Denoiser,
+    frames: torch.Tensor,
+    actions: torch.Tensor,
+    cfg: SamplerConfig,
+    noise: torch.Tensor | None,
+    q: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    b, _, c, h, w = frames.shape
+    x = noise if noise is not None else torch.randn(b, c, h, w, device=frames.device, dtype=frames.dtype)
+    sigmas = karras_sigmas(cfg)
+    if not cfg.unit_init:
+        x = x * sigmas[0]
+    ones = torch.ones(b, device=frames.device, dtype=frames.dtype)
+    for sigma, nxt in itertools.pairwise(sigmas):
+        denoised = q(model(x, ones * sigma, frames, actions))
+        d = (x - denoised) / sigma
+        x_next = x + d * (nxt - sigma)
+        if cfg.order == 2 and nxt > 0:
+            d2 = (x_next - q(model(x_next, ones * nxt, frames, actions))) / nxt
+            x_next = x + (d + d2) / 2 * (nxt - sigma)
+        x = x_next
+    return q(x)
+
+
 @torch.no_grad()
 def sample_next(
     model: Denoiser,
@@ -348,18 +379,19 @@ def sample_next(
         noise: the initial noise (B, 3, H, W); drawn from the global generator when None. Pass it to make a
             batched rollout reproduce single-environment rollouts exactly.
     """
-    b, _, c, h, w = frames.shape
-    x = noise if noise is not None else torch.randn(b, c, h, w, device=frames.device, dtype=frames.dtype)
-    sigmas = karras_sigmas(cfg)
-    if not cfg.unit_init:
-        x = x * sigmas[0]
-    ones = torch.ones(b, device=frames.device, dtype=frames.dtype)
-    for sigma, nxt in itertools.pairwise(sigmas):
-        denoised = quantize(model(x, ones * sigma, frames, actions))
-        d = (x - denoised) / sigma
-        x_next = x + d * (nxt - sigma)
-        if cfg.order == 2 and nxt > 0:
-            d2 = (x_next - quantize(model(x_next, ones * nxt, frames, actions))) / nxt
-            x_next = x + (d + d2) / 2 * (nxt - sigma)
-        x = x_next
-    return quantize(x)
+    return _sample(model, frames, actions, cfg, noise, quantize)
+
+
+def sample_next_differentiable(
+    model: Denoiser,
+    frames: torch.Tensor,
+    actions: torch.Tensor,
+    cfg: SamplerConfig,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`sample_next` with the autograd graph kept through every denoising step (the BPTT baseline).
+
+    Quantization passes gradients straight through (rounding has zero derivative almost everywhere).
+    This is what differentiating "through the diffusion model" costs; DMO exists to avoid it.
+    """
+    return _sample(model, frames, actions, cfg, noise, quantize_st)
