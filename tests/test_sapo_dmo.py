@@ -279,3 +279,82 @@ def replace_iterations(cfg, n):
     from dataclasses import replace
 
     return replace(cfg, iterations=n)
+
+
+def test_dmo_equals_bptt_with_the_rssm_as_forward_and_backward_model():
+    from worldgrad.algos.dmo_sapo import decouple_state
+    from worldgrad.models.rssm import RSSM, RSSMConfig
+
+    torch.manual_seed(0)
+    rssm = RSSM(RSSMConfig(image_size=16, cnn_depth=4, deter=16, hidden=16, stoch=3, classes=4)).requires_grad_(False)
+    actor = Actor(rssm.feature_dim, 2, (16,))
+    start = rssm.step_prior(rssm.initial_state(4), torch.rand(4, 2))
+    noise = torch.randn(6, 4, 2)
+
+    def objective(dmo: bool):
+        state, total = start, 0.0
+        for eps in noise:
+            dist = actor(rssm.features(state))
+            a = torch.tanh(dist.mean + dist.log_std.exp() * eps)
+            nxt = rssm.step_prior(state, a)
+            if dmo:
+                with torch.no_grad():
+                    fwd = rssm.step_prior(state, a)
+                nxt = decouple_state(nxt, fwd)
+            state = nxt
+            total = total + rssm.reward(rssm.features(state)).mean() + state.stoch.square().mean()
+        return total, state
+
+    j_bptt, s_bptt = objective(False)
+    g_bptt = torch.autograd.grad(j_bptt, list(actor.parameters()))
+    j_dmo, s_dmo = objective(True)
+    g_dmo = torch.autograd.grad(j_dmo, list(actor.parameters()))
+    torch.testing.assert_close(j_dmo, j_bptt, rtol=0, atol=0)
+    torch.testing.assert_close(s_dmo.deter, s_bptt.deter, rtol=0, atol=0)
+    assert sum(float(g.abs().sum()) for g in g_bptt) > 0
+    for a, b in zip(g_dmo, g_bptt, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_train_policy_with_the_rssm_exports_a_deployable_policy(tmp_path):
+    from worldgrad.algos.dmo_sapo import SAPOConfig
+    from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
+    from worldgrad.algos.train_local import TrainLocalConfig, train_local
+    from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy_from_files
+    from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
+    from worldgrad.algos.train_wm import TrainWMConfig, train_wm
+    from worldgrad.data.collect import CollectConfig, collect
+    from worldgrad.envs.pusht import PushTConfig, render_goal_image
+    from worldgrad.models.diffusion import DenoiserConfig
+    from worldgrad.models.encoders import ConvEncoderConfig
+    from worldgrad.models.reward import RewardModelConfig
+    from worldgrad.models.rssm import RSSMConfig
+    from worldgrad.policy import ImagePolicy
+
+    size = 16
+    store = tmp_path / "play"
+    pusht = PushTConfig(image_size=size, max_episode_steps=5)
+    collect(CollectConfig(out=store, operator="pusher", frames=200, episode_len=100, pusht=pusht), progress=False)
+    wm = DenoiserConfig(image_size=size, channels=(8, 8, 16), depths=(1, 1, 1), cond_dim=32)
+    train_wm(TrainWMConfig(store=store, runs=tmp_path, name="wm", model=wm, steps=2, eval_every=2, batch_size=2,
+                           strip_horizon=2, device="cpu"), progress=False)  # fmt: skip
+    rm = RewardModelConfig(image_size=size, encoder=ConvEncoderConfig(depth=4, out_dim=8))
+    rpath = train_reward(TrainRewardConfig(store=store, runs=tmp_path, name="r", steps=2, eval_every=2, batch_size=4,
+                                           norm_frames=32, max_window=20, device="cpu", model=rm),
+                         render_goal_image(pusht), progress=False)["path"]  # fmt: skip
+    label_store(LabelRewardConfig(reward=rpath, store=store))
+    lcfg = RSSMConfig(image_size=size, cnn_depth=4, deter=16, hidden=16, stoch=3, classes=4)
+    lpath = train_local(TrainLocalConfig(store=store, runs=tmp_path, name="l", model=lcfg, steps=2, batch_size=2,
+                                         seq_len=8, eval_every=2, device="cpu"), progress=False)["path"]  # fmt: skip
+    sapo = SAPOConfig(horizon=2, critic_iterations=1, critic_minibatches=1, actor_hidden=(8,), critic_hidden=(8,))
+    cfg = TrainPolicyConfig(wm=tmp_path / "wm", reward=rpath, local=lpath, store=store, runs=tmp_path, name="p",
+                            sapo=sapo, num_envs=2, max_episode_len=4, iterations=2, eval_every=2, eval_episodes=1,
+                            device="cpu")  # fmt: skip
+    out = train_policy_from_files(cfg, pusht=pusht, progress=False)
+    assert out["samples"] == 2 * 2 * 2 and "success_rate" in out["real"]
+    policy = ImagePolicy.from_checkpoint(out["policy"])
+    policy.reset(0)
+    action = policy.act(np.zeros((size, size, 3), np.uint8))
+    assert action.shape == (2,) and action.dtype == np.float32 and np.abs(action).max() <= 1
+    with pytest.raises(ValueError, match="one uint8"):
+        policy.act(np.zeros((size, size), np.float32))

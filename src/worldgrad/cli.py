@@ -77,6 +77,27 @@ def _eval_wm() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     return EvalWMConfig, {}, run_eval_wm
 
 
+def _train_local() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.train_local import PRESETS, TrainLocalConfig
+    from worldgrad.commands import run_train_local
+
+    return TrainLocalConfig, PRESETS, run_train_local
+
+
+def _eval_local() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.commands import run_eval_local
+    from worldgrad.eval.local import EvalLocalConfig
+
+    return EvalLocalConfig, {}, run_eval_local
+
+
+def _train_policy() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.train_policy import TrainPolicyConfig
+    from worldgrad.commands import run_train_policy
+
+    return TrainPolicyConfig, {}, run_train_policy
+
+
 def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     from worldgrad.pipeline import PRESETS, PipelineConfig, run_pipeline
 
@@ -92,6 +113,9 @@ COMMANDS: dict[str, Command] = {
     "eval-reward": Command("validate the reward against true coverage on held-out recordings", _eval_reward),
     "train-wm": Command("train the global diffusion world model on play data", _train_wm),
     "eval-wm": Command("open-loop fidelity of the world model on held-out recordings", _eval_wm),
+    "train-local": Command("pretrain the local RSSM (the backward model) on play data", _train_local),
+    "eval-local": Command("open-loop fidelity of the local RSSM on held-out recordings", _eval_local),
+    "train-policy": Command("optimize an image policy with DMO-SAPO inside the world models", _train_policy),
     "pipeline": Command("the main job: every stage end to end, reusing finished stages", _pipeline),
 }
 

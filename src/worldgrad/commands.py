@@ -5,16 +5,27 @@ from __future__ import annotations
 import json
 
 from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
+from worldgrad.algos.train_local import TrainLocalConfig, train_local
+from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy_from_files
 from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
 from worldgrad.algos.train_wm import TrainWMConfig, train_wm
 from worldgrad.data.collect import CollectConfig, collect
 from worldgrad.data.lerobot import ImportConfig, import_lerobot
 from worldgrad.eval.harness import EvalConfig, evaluate, format_table
+from worldgrad.eval.local import EvalLocalConfig, evaluate_local
 from worldgrad.eval.reward import EvalRewardConfig, evaluate_reward
 from worldgrad.eval.wm import EvalWMConfig, evaluate_wm
 
 
 def format_collect_summary(s: dict[str, float]) -> str:
+    if "cube_in_view" in s:  # Push Cube
+        return (
+            f"{int(s['episodes'])} episodes, {int(s['frames'])} frames in the store "
+            f"({int(s['new_frames'])} new in {s['seconds']:.1f} s, {s['frames_per_s']:.0f} frames/s)\n"
+            f"  cube in view in {s['cube_in_view']:.1%} of frames; cube moved in {s['cube_moved']:.1%} of steps; "
+            f"within 1 m of the goal in {s['near_goal']:.1%}; in the goal in {s['success']:.2%}; "
+            f"{s['respawns_per_1k']:.1f} cube put-backs per 1000 frames; intent on in {s['intent']:.1%}"
+        )
     return (
         f"{int(s['episodes'])} episodes, {int(s['frames'])} frames in the store "
         f"({int(s['new_frames'])} new in {s['seconds']:.1f} s, {s['frames_per_s']:.0f} frames/s)\n"
@@ -90,4 +101,23 @@ def run_eval_wm(cfg: EvalWMConfig) -> dict[str, object]:
     result = evaluate_wm(cfg)
     print(result["table"])  # noqa: T201
     print(f"table and strip in {cfg.out}")  # noqa: T201
+    return result
+
+
+def run_train_local(cfg: TrainLocalConfig) -> dict[str, object]:
+    result = train_local(cfg)
+    print(f"local model: {result['path']} ({result['params']:,} parameters); validation {result['val']}")  # noqa: T201
+    return result
+
+
+def run_eval_local(cfg: EvalLocalConfig) -> dict[str, object]:
+    result = evaluate_local(cfg)
+    print(result["table"])  # noqa: T201
+    print(f"table and strip in {cfg.out}")  # noqa: T201
+    return result
+
+
+def run_train_policy(cfg: TrainPolicyConfig) -> dict[str, object]:
+    result = train_policy_from_files(cfg)
+    print(f"policy: {result['policy']} after {result['samples']:,} samples; real system: {result['real']}")  # noqa: T201
     return result

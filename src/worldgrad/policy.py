@@ -7,6 +7,7 @@ out). It follows the evaluation harness's policy protocol, so the real system ev
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,3 +50,22 @@ class ImagePolicy:
         return action[0].cpu().numpy().astype(np.float32)
 
     __call__ = act
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", deterministic: bool = True) -> ImagePolicy:
+        """Loads ``policy.safetensors`` (written by train-policy): everything needed to act on camera images."""
+        from worldgrad.algos.dmo_sapo import SAPOConfig
+        from worldgrad.algos.sapo import Actor
+        from worldgrad.models.rssm import RSSM, RSSMConfig
+        from worldgrad.runtime.checkpoint import load_checkpoint
+        from worldgrad.runtime.run import config_from_dict
+
+        state = load_checkpoint(path)
+        if state.get("kind") != "image_policy":
+            raise ValueError(f"{path} is not a policy written by train-policy (policy.safetensors); pass that file")
+        local = RSSM(config_from_dict(RSSMConfig, state["local_config"])).to(device)
+        local.load_state_dict(state["local"])
+        sapo = config_from_dict(SAPOConfig, state["sapo"])
+        actor = Actor(local.feature_dim, local.cfg.action_dim, sapo.actor_hidden).to(device)
+        actor.load_state_dict(state["actor"])
+        return cls(local.eval(), actor.eval(), name=f"policy:{path}", deterministic=deterministic)

@@ -37,6 +37,8 @@ class TrainPolicyConfig:
     """global world model (wm.safetensors or a train-wm run folder)"""
     reward: Path = Path("runs/pusht-tiny/reward/reward.safetensors")
     """global reward (train-reward output)"""
+    local: Path = Path("runs/pusht-tiny/local/local.safetensors")
+    """local model (train-local output): the backward model, fine-tuned on the way"""
     store: Path = Path("runs/pusht-tiny/data/play")
     """play data the imagined environments start from"""
     runs: Path = Path("runs")
@@ -53,7 +55,10 @@ class TrainPolicyConfig:
     eval_episodes: int = 10
     """held-out real episodes per evaluation (0: none)"""
     finetune_every: int = 1
-    """iterations between local-model fine-tuning calls"""
+    """iterations between local-model fine-tuning calls (0: never)"""
+    finetune_updates: int = 1
+    """local-model gradient steps per fine-tuning call"""
+    finetune_lr: float = 1e-4
     seed: int = 0
     device: str = "auto"
 
@@ -186,4 +191,43 @@ def train_policy(
                 logger.log(it + 1, {f"policy/real/{k}": v for k, v in result.items()}, samples=samples)
             save_training_state(run, it + 1, {"agent": agent}, optims, extra={"samples": samples}, keep=2)
     logger.close()
-    return {"samples": samples, "real": result, "run": str(run.path)}
+    return {"samples": samples, "real": result, "run": str(run.path), "agent": agent}
+
+
+def export_policy(path: Path, agent: Agent, local: Any) -> None:
+    """The deployable policy: the actor and the (fine-tuned) local model that filters its images, in one file."""
+    from worldgrad.runtime.checkpoint import save_checkpoint
+    from worldgrad.runtime.run import config_to_dict
+
+    save_checkpoint(path, {
+        "kind": "image_policy", "actor": agent.actor.state_dict(), "sapo": config_to_dict(agent.cfg),
+        "local": local.state_dict(), "local_config": config_to_dict(local.cfg),
+    })  # fmt: skip
+
+
+def train_policy_from_files(cfg: TrainPolicyConfig, pusht: Any = None, progress: bool = True) -> dict[str, Any]:
+    """``worldgrad train-policy``: loads the local model, fine-tunes it on the way, evaluates on the real system."""
+    from dataclasses import replace
+
+    from worldgrad.algos.train_local import LocalFinetuner, export_local_model, load_local_model
+    from worldgrad.envs.pusht import PushTConfig
+    from worldgrad.eval.harness import EvalConfig, evaluate_policy
+
+    device = pick_device(cfg.device)
+    run_path = Path(cfg.runs) / cfg.name
+    saved_local = run_path / "local.safetensors"  # the fine-tuned copy, when resuming
+    local = load_local_model(saved_local if saved_local.exists() else cfg.local, device)
+    finetune = (LocalFinetuner(local, lr=cfg.finetune_lr, updates=cfg.finetune_updates, seed=cfg.seed)
+                if cfg.finetune_every > 0 else None)  # fmt: skip
+    eval_cfg = EvalConfig(episodes=cfg.eval_episodes, videos=0, out=run_path / "eval",
+                          pusht=replace(pusht or PushTConfig(), image_size=local.cfg.image_size))  # fmt: skip
+
+    def evaluate_real(policy: Any) -> dict[str, float]:
+        summary, _ = evaluate_policy(lambda env: policy, eval_cfg, progress=False)
+        return {k: float(v) for k, v in summary.items()}
+
+    out = train_policy(cfg, local, local.feature_dim, finetune, evaluate_real, progress)
+    export_local_model(saved_local, local)
+    export_policy(run_path / "policy.safetensors", out.pop("agent"), local)
+    out["policy"] = str(run_path / "policy.safetensors")
+    return out

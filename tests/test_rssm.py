@@ -1,0 +1,193 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
+from worldgrad.algos.train_local import (
+    LocalFinetuner,
+    TrainLocalConfig,
+    load_local_model,
+    predict_open_loop,
+    train_local,
+)
+from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
+from worldgrad.data.collect import CollectConfig, collect
+from worldgrad.data.sampler import WindowSampler
+from worldgrad.data.store import EpisodeStore, StoreError
+from worldgrad.envs.pusht import PushTConfig, render_goal_image
+from worldgrad.eval.local import EvalLocalConfig, evaluate_local
+from worldgrad.models.encoders import ConvEncoderConfig
+from worldgrad.models.reward import RewardModelConfig
+from worldgrad.models.rssm import (
+    RSSM,
+    RSSMConfig,
+    categorical_kl,
+    kl_balance,
+    straight_through_sample,
+    symexp,
+    symlog,
+    two_hot,
+    twohot_mean,
+    unimix_logits,
+)
+
+SIZE = 16
+CFG = RSSMConfig(image_size=SIZE, cnn_depth=8, deter=32, hidden=32, stoch=4, classes=4)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rssm")
+    out = root / "play"
+    collect(CollectConfig(out=out, operator="explorer:0.5,expert:0.5", frames=400, episode_len=100,
+                          pusht=PushTConfig(image_size=SIZE)), progress=False)  # fmt: skip
+    rm = RewardModelConfig(image_size=SIZE, encoder=ConvEncoderConfig(depth=4, out_dim=8))
+    rcfg = TrainRewardConfig(store=out, runs=root, name="r", steps=4, eval_every=4, batch_size=8, norm_frames=64,
+                             max_window=20, device="cpu", model=rm)  # fmt: skip
+    path = train_reward(rcfg, render_goal_image(PushTConfig(image_size=SIZE)), progress=False)["path"]
+    label_store(LabelRewardConfig(reward=path, store=out))
+    return out
+
+
+def test_shapes_of_the_api():
+    torch.manual_seed(0)
+    m = RSSM(CFG)
+    frames = torch.randint(0, 256, (3, 5, SIZE, SIZE, 3), dtype=torch.uint8)
+    actions = torch.rand(3, 5, 2) * 2 - 1
+    embed = m.encode(frames)
+    assert embed.shape == (3, 5, m.embed_dim)
+    posts, priors = m.observe(embed, actions)
+    assert posts.deter.shape == (3, 5, 32) and posts.stoch.shape == (3, 5, 16) and priors.logits.shape == (3, 5, 4, 4)
+    s = m.step_prior(m.initial_state(3), actions[:, 0])
+    f = m.features(s)
+    assert f.shape == (3, m.feature_dim) and m.reward(f).shape == (3,) and m.decode(f).shape == (3, SIZE, SIZE, 3)
+    # sampled posteriors are one-hot per latent; prior probabilities sum to one per latent
+    post = m.observe_step(s, actions[:, 1], embed[:, 1])
+    torch.testing.assert_close(post.stoch.view(3, 4, 4).sum(-1), torch.ones(3, 4))
+    assert set(post.stoch.detach().round(decimals=5).unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(s.stoch.view(3, 4, 4).sum(-1), torch.ones(3, 4))
+
+
+def test_kl_balance_and_free_bits_on_hand_computed_values():
+    post = torch.log(torch.tensor([[[0.5, 0.5]], [[0.9, 0.1]]]))  # (B=2, stoch=1, classes=2)
+    prior = torch.log(torch.tensor([[[0.5, 0.5]], [[0.5, 0.5]]]))
+    kl = categorical_kl(post, prior)
+    expected = torch.tensor([0.0, 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)])
+    torch.testing.assert_close(kl, expected)
+    loss, dyn, rep = kl_balance(post, prior, 0.5, 0.1, free_nats=1.0)
+    torch.testing.assert_close(dyn, expected) and torch.testing.assert_close(rep, expected)
+    torch.testing.assert_close(loss, torch.full((2,), 0.5 + 0.1))  # both below 1 nat: clipped to the free bits
+    loss, _, _ = kl_balance(post, prior, 0.5, 0.1, free_nats=0.1)
+    torch.testing.assert_close(loss, torch.tensor([0.6 * 0.1, 0.6 * float(expected[1])]))
+    # the two terms send gradients to different sides
+    p = post.clone().requires_grad_(True)
+    q = prior.clone().requires_grad_(True)
+    _, dyn, rep = kl_balance(p, q, 0.5, 0.1, 0.0)
+    (g_post,) = torch.autograd.grad(dyn.sum(), p, allow_unused=True)
+    assert g_post is None or torch.all(g_post == 0)  # dyn trains the prior only
+    (g_prior,) = torch.autograd.grad(rep.sum(), q, allow_unused=True)
+    assert g_prior is None or torch.all(g_prior == 0)  # rep trains the posterior only
+
+
+def test_straight_through_sampling_passes_gradients():
+    torch.manual_seed(0)
+    raw = torch.randn(5, 3, 4, requires_grad=True)
+    logits = unimix_logits(raw, 0.01)
+    assert logits.exp().min() >= 0.01 / 4 - 1e-7
+    z = straight_through_sample(logits)
+    torch.testing.assert_close(z.detach().sum(-1), torch.ones(5, 3))
+    assert set(z.detach().round(decimals=5).unique().tolist()) <= {0.0, 1.0}
+    (g,) = torch.autograd.grad((z * torch.arange(4.0)).sum(), raw)
+    assert g.abs().sum() > 0
+
+
+def test_two_hot_and_symlog_reward_head():
+    bins = torch.linspace(-2, 2, 5)
+    code = two_hot(torch.tensor([0.25, -2.0, 5.0]), bins)
+    torch.testing.assert_close(code[0], torch.tensor([0, 0, 0.75, 0.25, 0]))
+    torch.testing.assert_close(code[1], torch.tensor([1.0, 0, 0, 0, 0]))
+    torch.testing.assert_close(code[2], torch.tensor([0, 0, 0, 0, 1.0]))  # clipped to the last bin
+    x = torch.tensor([-30.0, -1.0, 0.0, 2.5])
+    torch.testing.assert_close(symexp(symlog(x)), x)
+    big = torch.full((1, 255), -50.0)
+    bins = torch.linspace(-20, 20, 255)
+    big[0, 127 + 10] = 50.0
+    assert float(twohot_mean(big, bins)) == pytest.approx(float(symexp(bins[137])), rel=1e-4)
+
+
+def test_observe_equals_repeated_single_steps():
+    torch.manual_seed(0)
+    m = RSSM(CFG)
+    frames = torch.randint(0, 256, (2, 6, SIZE, SIZE, 3), dtype=torch.uint8)
+    actions = torch.rand(2, 6, 2)
+    embed = m.encode(frames)
+    posts, priors = m.observe(embed, actions, sample=False)
+    state, prev = m.initial_state(2), torch.zeros(2, 2)
+    for t in range(6):
+        prior = m.step_prior(state, prev)
+        state = m.observe_step(state, prev, embed[:, t], sample=False)
+        torch.testing.assert_close(state.stoch, posts.stoch[:, t])
+        torch.testing.assert_close(prior.logits, priors.logits[:, t])
+        prev = actions[:, t]
+
+
+def test_deterministic_under_a_seed():
+    frames = torch.randint(0, 256, (2, 4, SIZE, SIZE, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        m = RSSM(CFG)
+        loss, _, posts = m.loss(frames, torch.zeros(2, 4, 2), torch.zeros(2, 4))
+        outs.append((loss.detach(), posts.stoch))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_tiny_model_overfits_one_batch(store_path):
+    torch.manual_seed(0)
+    store = EpisodeStore.open(store_path)
+    b = WindowSampler(store, 8, labels=("reward",)).sample(4, np.random.default_rng(0))
+    frames, actions = torch.as_tensor(b.frames), torch.as_tensor(b.actions)
+    rewards = torch.as_tensor(b.labels["reward"])
+    m = RSSM(CFG)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = last = None
+    for _ in range(150):
+        loss, logs, _ = m.loss(frames, actions, rewards)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else {k: float(v) for k, v in logs.items()}
+        last = {k: float(v) for k, v in logs.items()}
+    assert last["recon"] < first["recon"] / 5 and last["reward_loss"] < first["reward_loss"] / 2, (first, last)
+
+
+def test_train_local_resume_eval_and_finetune(store_path, tmp_path):
+    cfg = TrainLocalConfig(store=store_path, runs=tmp_path, name="l", model=CFG, steps=6, batch_size=4, seq_len=8,
+                           eval_every=3, device="cpu")  # fmt: skip
+    result = train_local(cfg, progress=False)
+    assert {"psnr", "reward_corr", "kl_dyn"} <= set(result["val"]) and (tmp_path / "l" / "strips").exists()
+    train_local(TrainLocalConfig(**{**cfg.__dict__, "steps": 9}), progress=False)  # extends the run
+    assert (tmp_path / "l" / "checkpoints" / "step_000000009.safetensors").exists()
+    model = load_local_model(tmp_path / "l" / "local.safetensors")
+    out = evaluate_local(EvalLocalConfig(local=tmp_path / "l" / "local.safetensors", store=store_path,
+                                         out=tmp_path / "ev", rollouts=3, horizon=6, horizons=(1, 6), device="cpu"),
+                         progress=False)  # fmt: skip
+    assert set(out["model"]) == {1, 6} and (tmp_path / "ev" / "strip.png").exists()
+    frames = torch.randint(0, 256, (2, 5, SIZE, SIZE, 3), dtype=torch.uint8)
+    pred = predict_open_loop(model, frames, torch.zeros(2, 5, 2), context=3)
+    assert pred.shape == (2, 2, SIZE, SIZE, 3) and pred.dtype == np.uint8
+    ft = LocalFinetuner(model, lr=1e-3, updates=2, batch_size=2)
+    logs = ft(frames, torch.zeros(2, 4, 2), torch.ones(2, 4))
+    assert {"one_step_kl", "loss"} <= set(logs) and len(ft.buffer) == 2
+    with pytest.raises(ValueError, match="not a local model"):
+        load_local_model(tmp_path / "l" / "checkpoints" / "step_000000009.safetensors")
+
+
+def test_missing_reward_label_is_a_clear_error(tmp_path):
+    out = tmp_path / "raw"
+    collect(CollectConfig(out=out, operator="explorer", frames=100, episode_len=50, pusht=PushTConfig(image_size=SIZE)),
+            progress=False)  # fmt: skip
+    with pytest.raises(StoreError, match="labelling command"):
+        train_local(TrainLocalConfig(store=out, runs=tmp_path, model=CFG, steps=1, seq_len=8), progress=False)
