@@ -3,9 +3,13 @@ from dataclasses import replace
 
 import pytest
 
+from worldgrad.algos.dmo_sapo import SAPOConfig
+from worldgrad.algos.train_local import TrainLocalConfig
+from worldgrad.algos.train_policy import TrainPolicyConfig
 from worldgrad.algos.train_reward import TrainRewardConfig
 from worldgrad.algos.train_wm import TrainWMConfig
 from worldgrad.envs.pusht import PushTConfig
+from worldgrad.models.rssm import RSSMConfig
 from worldgrad.pipeline import PipelineConfig, run_pipeline
 
 
@@ -16,16 +20,23 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
         reward=replace(TrainRewardConfig(), steps=4, eval_every=2, batch_size=8, norm_frames=256, max_window=20),
         wm=replace(TrainWMConfig(), steps=4, eval_every=2, batch_size=4, strip_horizon=3), wm_eval_rollouts=2,
         wm_eval_horizon=10,
+        local=replace(TrainLocalConfig(), steps=2, eval_every=2, batch_size=2, seq_len=8,
+                      model=RSSMConfig(cnn_depth=4, deter=16, hidden=16, stoch=3, classes=4)),
+        policy=replace(TrainPolicyConfig(), iterations=2, eval_every=2, eval_episodes=0, num_envs=2,
+                       sapo=SAPOConfig(horizon=2, critic_iterations=1, critic_minibatches=1, actor_hidden=(8,),
+                                       critic_hidden=(8,))),
     )  # fmt: skip
     first = run_pipeline(cfg)
     run = tmp_path / "t"
     assert json.loads((run / "config.json").read_text())["play_frames"] == 120
     report = (run / "report.md").read_text()
-    assert "| random | 2 |" in report and "not implemented yet" in report and "## Reward model" in report
+    assert "| random | 2 |" in report and "## Reward model" in report
     assert len(list((run / "data" / "play" / "episodes").iterdir())) == 2
     assert (run / "reward" / "reward.safetensors").exists()
     assert (run / "wm" / "wm.safetensors").exists() and (run / "wm" / "eval" / "strip.png").exists()
-    assert "## Global world model" in report and "| 10 |" in report
+    assert "## Global world model" in report and "| 10 |" in report and "## Local world model (RSSM)" in report
+    assert "| dmo-sapo (learned, images only) | 2 |" in report and (run / "policy_curves_samples.png").exists()
+    assert (run / "policy" / "policy.safetensors").exists()
     assert all(
         "reward" in [p.stem for p in (ep / "labels").glob("*.npy")]
         for ep in (run / "data" / "play" / "episodes").iterdir()
@@ -33,7 +44,7 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     capsys.readouterr()
     second = run_pipeline(cfg)
     out = capsys.readouterr().out
-    assert out.count("done earlier, reused") == 8
+    assert out.count("done earlier, reused") == 12
     assert second["eval"] == first["eval"]
     # the recorded data pins the run folder; learning settings may change (their stages rerun)
     with pytest.raises(ValueError, match="play_frames"):

@@ -8,14 +8,20 @@ local RSSM and DMO-SAPO plug in here as they land.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from worldgrad.algos.dmo_sapo import SAPOConfig
 from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
+from worldgrad.algos.train_local import PRESETS as TRAIN_LOCAL_PRESETS
+from worldgrad.algos.train_local import TrainLocalConfig, train_local
+from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy_from_files
 from worldgrad.algos.train_reward import PRESETS as TRAIN_REWARD_PRESETS
 from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
 from worldgrad.algos.train_wm import PRESETS as TRAIN_WM_PRESETS
@@ -23,11 +29,22 @@ from worldgrad.algos.train_wm import TrainWMConfig, train_wm
 from worldgrad.commands import format_collect_summary
 from worldgrad.data.collect import CollectConfig, collect
 from worldgrad.envs.pusht import PushTConfig, render_goal_images
-from worldgrad.eval.harness import EvalConfig, evaluate, format_table
+from worldgrad.eval.harness import EvalConfig, evaluate, evaluate_policy, format_table
+from worldgrad.eval.local import EvalLocalConfig, evaluate_local
 from worldgrad.eval.reward import EvalRewardConfig, evaluate_reward
 from worldgrad.eval.wm import EvalWMConfig, evaluate_wm
 from worldgrad.runtime.atomic import save_json_atomic
 from worldgrad.runtime.run import RunDir
+
+TINY_POLICY = replace(
+    TrainPolicyConfig(),
+    iterations=30,
+    eval_every=30,
+    eval_episodes=0,
+    num_envs=8,
+    sapo=replace(SAPOConfig(), horizon=8),
+)
+"""DMO-SAPO in the tiny pipeline: a smoke run (its result is measured by the final evaluation stage)"""
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,10 @@ class PipelineConfig:
     """open-loop rollouts of the world-model fidelity check on the held-out recordings"""
     wm_eval_horizon: int = 60
     """steps of each open-loop rollout (60 = 12 s at 5 Hz; needs held-out episodes of 4 + horizon frames)"""
+    local: TrainLocalConfig = field(default_factory=lambda: replace(TrainLocalConfig(), steps=200, eval_every=100))
+    """local RSSM pretraining (store, runs, name and image size are set by the pipeline)"""
+    policy: TrainPolicyConfig = field(default_factory=lambda: TINY_POLICY)
+    """DMO-SAPO (paths and name are set by the pipeline; its final policy is evaluated with the reference ones)"""
 
     def __post_init__(self) -> None:
         if self.task != "pusht":
@@ -81,13 +102,15 @@ PRESETS: dict[str, PipelineConfig] = {
     "cpu": PipelineConfig(
         preset="cpu", name="pusht-cpu", play_frames=72_000, heldout_frames=6_000, episode_len=1000,
         eval_episodes=50, eval_videos=4, reward=TRAIN_REWARD_PRESETS["cpu"], wm=TRAIN_WM_PRESETS["cpu"],
-        wm_eval_rollouts=64,
+        wm_eval_rollouts=64, local=TRAIN_LOCAL_PRESETS["cpu"],
+        policy=replace(TrainPolicyConfig(), iterations=2000, eval_every=250, eval_episodes=20, num_envs=16),
     ),
     # Sized like the paper (4 h of play at 5 Hz), for a GPU.
     "paper": PipelineConfig(
         preset="paper", name="pusht-paper", play_frames=72_000, heldout_frames=6_000, episode_len=1000,
         eval_episodes=100, eval_videos=4, reward=TRAIN_REWARD_PRESETS["paper"], wm=TRAIN_WM_PRESETS["paper"],
-        wm_eval_rollouts=256,
+        wm_eval_rollouts=256, local=TRAIN_LOCAL_PRESETS["paper"],
+        policy=replace(TrainPolicyConfig(), iterations=20_000, eval_every=1000, eval_episodes=20, num_envs=64),
     ),
 }  # fmt: skip
 
@@ -101,22 +124,47 @@ def _jsonable(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def _stage(run: RunDir, name: str, spec_cfg: Any, fn: Callable[[], Any], what: str, after: Any = None) -> Any:
+def _stage(
+    run: RunDir, name: str, spec_cfg: Any, fn: Callable[[], Any], what: str, after: Any = None,
+    outputs: Path | None = None,
+) -> Any:  # fmt: skip
     """Runs ``fn`` unless a stage of that name finished earlier with the same config and inputs (then reuses it).
 
     ``after`` is the result of the stage this one consumes (e.g. the trained model's summary): when that
-    stage reran, this one reruns too, even though its own config (paths) did not change.
+    stage reran, this one reruns too, even though its own config (paths) did not change. A training stage
+    whose inputs changed starts over: its old ``outputs`` folder is removed, since resuming it would continue
+    from a model fitted to the old inputs. A changed config alone resumes (e.g. a longer schedule).
     """
     spec = {"config": _jsonable(spec_cfg), "after": json.loads(json.dumps(after, default=str))}
     marker = run.path / "stages" / f"{name}.json"
-    if marker.exists() and json.loads(marker.read_text()).get("spec") == spec:
+    old = json.loads(marker.read_text()).get("spec") if marker.exists() else None
+    if old == spec:
         print(f"[pipeline] {name}: done earlier, reused")  # noqa: T201
         return json.loads(marker.read_text())["result"]
+    if old is not None and old.get("after") != spec["after"] and outputs is not None and outputs.exists():
+        print(f"[pipeline] {name}: its inputs changed, starting it over")  # noqa: T201
+        shutil.rmtree(outputs)
     print(f"[pipeline] {name}: {what}")  # noqa: T201
     result = fn()
     marker.parent.mkdir(exist_ok=True)
     save_json_atomic(marker, {"spec": spec, "result": result})
     return result
+
+
+def _strip_agent(result: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps({k: v for k, v in result.items() if k != "agent"}, default=str))
+    # the digest makes the evaluation stage rerun whenever the policy changed, even if its summary did not
+    out["digest"] = hashlib.sha256(Path(result["policy"]).read_bytes()).hexdigest()[:16]
+    return out
+
+
+def _eval_policy(path: Path, cfg: EvalConfig) -> dict[str, float]:
+    from worldgrad.policy import ImagePolicy
+
+    policy = ImagePolicy.from_checkpoint(path)
+    policy.name = "dmo-sapo"
+    summary, _ = evaluate_policy(lambda env: policy, cfg)
+    return dict(summary)
 
 
 def _strip_table(result: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +221,40 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                         horizons=tuple(h for h in (1, 5, 10, 20, 40, 60) if h <= cfg.wm_eval_horizon))  # fmt: skip
     results["wm_eval"] = _stage(
         run, "eval_wm", fcfg, lambda: _strip_table(evaluate_wm(fcfg)), "open-loop fidelity", after=results["wm"]
+    )
+
+    kcfg = replace(cfg.local, store=data / "play", runs=run.path, name="local",
+                   model=replace(cfg.local.model, image_size=cfg.pusht.image_size))  # fmt: skip
+    # the labels come from the reward model: a new reward means new labels, hence a new local model
+    results["local"] = _stage(run, "train_local", kcfg, lambda: train_local(kcfg), f"{kcfg.steps} steps",
+                              after=results["reward"], outputs=run.path / "local")  # fmt: skip
+    local_path = run.path / "local" / "local.safetensors"
+    kecfg = EvalLocalConfig(local=local_path, store=data / "heldout", out=run.path / "local" / "eval",
+                            rollouts=cfg.wm_eval_rollouts, horizon=fcfg.horizon, horizons=fcfg.horizons)  # fmt: skip
+    results["local_eval"] = _stage(run, "eval_local", kecfg, lambda: _strip_table(evaluate_local(kecfg)),
+                                   "open-loop fidelity", after=results["local"])  # fmt: skip
+
+    pcfg = replace(cfg.policy, wm=run.path / "wm" / "wm.safetensors", reward=reward_path, local=local_path,
+                   store=data / "play", runs=run.path, name="policy")  # fmt: skip
+    results["policy"] = _stage(
+        run,
+        "train_policy",
+        pcfg,
+        lambda: _strip_agent(train_policy_from_files(pcfg, pusht=cfg.pusht)),
+        f"DMO-SAPO, {pcfg.iterations} windows of {pcfg.sapo.horizon} x {pcfg.num_envs} imagined steps",
+        after=[results["wm"], results["reward"], results["local"]],
+        outputs=run.path / "policy",
+    )
+    policy_path = Path(results["policy"]["policy"])
+    pecfg = EvalConfig(episodes=cfg.eval_episodes, videos=cfg.eval_videos, out=run.path / "eval" / "policy",
+                       pusht=replace(cfg.pusht))  # fmt: skip
+    results["policy_eval"] = _stage(
+        run,
+        "eval_policy",
+        pecfg,
+        lambda: _eval_policy(policy_path, pecfg),
+        f"DMO-SAPO policy, {cfg.eval_episodes} seeds",
+        after=results["policy"],
     )
 
     ecfg = EvalConfig(
@@ -244,6 +326,52 @@ def _wm_section(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _local_section(results: dict[str, Any]) -> list[str]:
+    from worldgrad.eval.wm import format_fidelity
+
+    loc, ev = results["local"], results["local_eval"]
+
+    def by_h(d: dict[str, Any]) -> dict[int, dict[str, float]]:
+        return {int(h): v for h, v in d.items()}
+
+    return [
+        "## Local world model (RSSM)",
+        "",
+        f"{loc['params']:,} parameters; validation reconstruction PSNR {loc['val']['psnr']:.1f} dB, reward-head "
+        f"correlation with the labels {loc['val']['reward_corr']:.3f}. Open loop from 4 real frames, same windows "
+        "and metrics as the global model (model / copy-last):",
+        "",
+        format_fidelity(by_h(ev["model"]), by_h(ev["copy_last"])),
+        "",
+        "Strip: `local/eval/strip.png`.",
+        "",
+    ]
+
+
+def _policy_section(run: RunDir, cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
+    from worldgrad.eval.curves import plot_curves
+
+    metrics = run.path / "policy" / "metrics.jsonl"
+    keys = ["policy/imagined_return", "policy/reward", "policy/entropy", "policy/alpha"]
+    for x in ("samples", "time_s"):
+        plot_curves({"dmo-sapo": metrics}, keys, x, run.path / f"policy_curves_{x}.png")
+    pol = results["policy"]
+    return [
+        "## Policy (DMO-SAPO)",
+        "",
+        f"{int(pol['samples']):,} samples (frames generated by the global world model) in {cfg.policy.iterations} "
+        f"windows of H = {cfg.policy.sapo.horizon} with {cfg.policy.num_envs} imagined environments. Learning "
+        "curves against samples and wall time:",
+        "",
+        "![curves vs samples](policy_curves_samples.png)",
+        "![curves vs time](policy_curves_time_s.png)",
+        "",
+        f"Deployable policy: `{pol['policy']}` (`ImagePolicy.from_checkpoint`). Its zero-shot result on the real "
+        "system is the first row of the table below; videos in `eval/policy/videos/`.",
+        "",
+    ]
+
+
 def write_report(run: RunDir, cfg: PipelineConfig, results: dict[str, Any], seconds: float) -> Path:
     """A markdown report of what ran and what it measured."""
     lines = [
@@ -256,24 +384,25 @@ def write_report(run: RunDir, cfg: PipelineConfig, results: dict[str, Any], seco
         f"- play (`{cfg.play_operator}`): {format_collect_summary(results['play'])}",
         f"- held-out (`{cfg.heldout_operator}`): {format_collect_summary(results['heldout'])}",
         "",
-        "## Zero-shot evaluation of reference policies",
+        "## Zero-shot evaluation on the real system",
         "",
         f"{cfg.eval_episodes} held-out seeds, {cfg.pusht.max_episode_steps} steps at {cfg.pusht.control_hz} Hz. "
-        "Operators read the screen state like a human teleoperator; they are references, not learned policies.",
+        "The learned policy sees only camera images; the operators read the screen state like a human "
+        "teleoperator (references, not learned policies).",
         "",
-        format_table(results["eval"]),
-        "",
-        "## Stages not implemented yet",
-        "",
-        "The local RSSM and DMO-SAPO policy optimization are not part of this pipeline yet; "
-        "no learned-policy result exists.",
+        format_table({"dmo-sapo (learned, images only)": results["policy_eval"], **results["eval"]}),
         "",
     ]
     lines[
-        lines.index("## Zero-shot evaluation of reference policies") : lines.index(
-            "## Zero-shot evaluation of reference policies"
+        lines.index("## Zero-shot evaluation on the real system") : lines.index(
+            "## Zero-shot evaluation on the real system"
         )
-    ] = _reward_section(cfg, results) + _wm_section(cfg, results)
+    ] = (
+        _reward_section(cfg, results)
+        + _wm_section(cfg, results)
+        + _local_section(results)
+        + _policy_section(run, cfg, results)
+    )
     path = run.path / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -35,14 +35,14 @@ class TrainLocalConfig:
     model: RSSMConfig = field(default_factory=RSSMConfig)
     label: str = "reward"
     """per-frame label the reward head learns"""
-    steps: int = 300
+    steps: int = 1000
     batch_size: int = 16
-    seq_len: int = 32
+    seq_len: int = 16
     """frames per training sequence"""
     lr: float = 3e-4
     grad_clip: float = 1000.0
     val_fraction: float = 0.1
-    eval_every: int = 100
+    eval_every: int = 250
     """steps between validation, strips and checkpoint"""
     seed: int = 0
     device: str = "auto"
@@ -54,7 +54,7 @@ PRESETS: dict[str, TrainLocalConfig] = {
     "tiny": TrainLocalConfig(),
     "cpu": TrainLocalConfig(
         name="local-cpu", store=Path("runs/pusht-cpu/data/play"), steps=6000, eval_every=500,
-        model=RSSMConfig(cnn_depth=32, deter=256, hidden=256, stoch=32, classes=16),
+        model=RSSMConfig(cnn_depth=16, deter=256, hidden=256, stoch=32, classes=16),
     ),
     # DreamerV3 (v1) size S
     "paper": TrainLocalConfig(

@@ -219,10 +219,10 @@ def train_policy_from_files(cfg: TrainPolicyConfig, pusht: Any = None, progress:
     local = load_local_model(saved_local if saved_local.exists() else cfg.local, device)
     finetune = (LocalFinetuner(local, lr=cfg.finetune_lr, updates=cfg.finetune_updates, seed=cfg.seed)
                 if cfg.finetune_every > 0 else None)  # fmt: skip
-    eval_cfg = EvalConfig(episodes=cfg.eval_episodes, videos=0, out=run_path / "eval",
-                          pusht=replace(pusht or PushTConfig(), image_size=local.cfg.image_size))  # fmt: skip
+    pusht = replace(pusht or PushTConfig(), image_size=local.cfg.image_size)
 
     def evaluate_real(policy: Any) -> dict[str, float]:
+        eval_cfg = EvalConfig(episodes=cfg.eval_episodes, videos=0, out=run_path / "eval", pusht=pusht)
         summary, _ = evaluate_policy(lambda env: policy, eval_cfg, progress=False)
         return {k: float(v) for k, v in summary.items()}
 

@@ -20,10 +20,14 @@ import numpy as np
 from tqdm import tqdm
 
 from worldgrad.data.store import EpisodeStore, StoreError, StoreMeta
+from worldgrad.envs.pushcube import PushCubeConfig
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
 
 EVAL_SEED_START = 1_000_000
 """Seeds at or above this are reserved for evaluation; collection refuses them."""
+PLAY_RESPAWN_AFTER = 10
+"""Push Cube play: steps a cube may rest in the goal (or at a wall) before the operator puts it back"""
+PUSHCUBE_SIM_KEYS = ("base_pose", "cube_pose", "distance_to_goal", "is_success", "cube_in_view", "cube_respawned")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class CollectConfig:
     out: Path = Path("data/pusht_play")
     """episode store to write (created if missing, appended to if it exists)"""
     env: str = "pusht"
-    """real system to record on"""
+    """real system to record on: pusht or pushcube"""
     operator: str = "pusher"
     """operator name, or a mix such as 'explorer:0.3,pusher:0.7' (chosen per episode)"""
     frames: int = 20_000
@@ -46,8 +50,12 @@ class CollectConfig:
     """seed of the first episode; episode i uses seed + i"""
     pusht: PushTConfig = field(default_factory=PushTConfig)
     """Push-T settings (terminate_on_success and max_episode_steps are set by the collector)"""
+    pushcube: PushCubeConfig = field(default_factory=PushCubeConfig)
+    """Push Cube settings (as for Push-T; respawn_cube_after 0 becomes 10 in play)"""
 
     def __post_init__(self) -> None:
+        if self.env not in ("pusht", "pushcube"):
+            raise ValueError(f"unknown env {self.env!r}; choose one of: pusht, pushcube")
         if self.frames < 1 or self.episode_len < 1 or self.workers < 1:
             raise ValueError("collect: --frames, --episode-len and --workers must all be >= 1")
         last_seed = self.seed + math.ceil(self.frames / self.episode_len) - 1
@@ -66,9 +74,12 @@ class EpisodeSpec:
     operator: str
 
 
-def parse_operator_mix(spec: str) -> dict[str, float]:
+def parse_operator_mix(spec: str, env: str = "pusht") -> dict[str, float]:
     """'pusher' -> {pusher: 1}; 'explorer:0.3,pusher:0.7' -> normalized weights."""
-    from worldgrad.operators.pusht import OPERATOR_NAMES
+    if env == "pushcube":
+        from worldgrad.operators.pushcube import OPERATOR_NAMES
+    else:
+        from worldgrad.operators.pusht import OPERATOR_NAMES
 
     mix: dict[str, float] = {}
     for part in spec.split(","):
@@ -87,7 +98,7 @@ def parse_operator_mix(spec: str) -> dict[str, float]:
 
 def plan_episodes(cfg: CollectConfig) -> list[EpisodeSpec]:
     """The deterministic list of episodes a collection config asks for."""
-    mix = parse_operator_mix(cfg.operator)
+    mix = parse_operator_mix(cfg.operator, cfg.env)
     names, weights = list(mix), np.array(list(mix.values()))
     n = math.ceil(cfg.frames / cfg.episode_len)
     specs = []
@@ -100,8 +111,18 @@ def plan_episodes(cfg: CollectConfig) -> list[EpisodeSpec]:
 
 
 def store_meta(cfg: CollectConfig) -> StoreMeta:
+    if cfg.env == "pushcube":
+        c = cfg.pushcube
+        skip = ("max_episode_steps", "terminate_on_success", "respawn_cube_after", "topdown_size")
+        return StoreMeta(
+            env="pushcube",
+            image_shape=(c.image_size, c.image_size, 3),
+            action_dim=3,
+            fps=float(c.control_hz),
+            env_config={k: v for k, v in asdict(c).items() if k not in skip},
+        )
     if cfg.env != "pusht":
-        raise ValueError(f"unknown env {cfg.env!r}; choose one of: pusht")
+        raise ValueError(f"unknown env {cfg.env!r}; choose one of: pusht, pushcube")
     p = cfg.pusht
     return StoreMeta(
         env="pusht",
@@ -120,21 +141,37 @@ def _init_worker(counter: Any) -> None:
     _progress = counter
 
 
-def record_episode(spec: EpisodeSpec, env_cfg: PushTConfig, store_path: str) -> dict[str, float]:
+def record_episode(spec: EpisodeSpec, env_cfg: PushTConfig | PushCubeConfig, store_path: str) -> dict[str, float]:
     """Records one episode with its operator and appends it to the store. Returns its statistics."""
-    from worldgrad.operators.pusht import make_operator
+    env_name = "pushcube" if isinstance(env_cfg, PushCubeConfig) else "pusht"
+    if isinstance(env_cfg, PushCubeConfig):
+        from worldgrad.envs.pushcube import PushCubeEnv
+        from worldgrad.operators.pushcube import make_operator as make_cube_operator
 
-    env_cfg = replace(env_cfg, terminate_on_success=False, max_episode_steps=spec.length)
-    env = PushTEnv(env_cfg)
-    operator = make_operator(spec.operator, env_cfg.max_step_px)
+        respawn = env_cfg.respawn_cube_after or PLAY_RESPAWN_AFTER
+        env_cfg = replace(env_cfg, terminate_on_success=False, max_episode_steps=spec.length)
+        env_cfg = replace(env_cfg, respawn_cube_after=respawn)
+        env: Any = PushCubeEnv(env_cfg)
+        operator: Any = make_cube_operator(spec.operator, env_cfg.velocity_limits)
+        sim_keys: tuple[str, ...] = PUSHCUBE_SIM_KEYS
+    else:
+        from worldgrad.operators.pusht import make_operator
+
+        env_cfg = replace(env_cfg, terminate_on_success=False, max_episode_steps=spec.length)
+        env = PushTEnv(env_cfg)
+        operator = make_operator(spec.operator, env_cfg.max_step_px)
+        sim_keys = ("coverage", "agent_pos", "block_pose")
     operator.reset(np.random.default_rng([spec.seed, 1]))
     size = env_cfg.image_size
     frames = np.empty((spec.length, size, size, 3), np.uint8)
-    actions = np.empty((spec.length, 2), np.float32)
+    actions = np.empty((spec.length, env.action_space.shape[0]), np.float32)
     intent = np.empty(spec.length, bool)
-    sim = {"coverage": np.empty(spec.length, np.float32), "agent_pos": np.empty((spec.length, 2), np.float32)}
-    sim["block_pose"] = np.empty((spec.length, 3), np.float32)
     obs, info = env.reset(seed=spec.seed)
+    # ground truth per frame: flags stay bool, numbers become float32
+    sim = {
+        k: np.empty((spec.length, *np.shape(info[k])), bool if isinstance(info[k], (bool, np.bool_)) else np.float32)
+        for k in sim_keys
+    }
     t0 = time.perf_counter()
     for t in range(spec.length):
         frames[t] = obs
@@ -153,11 +190,11 @@ def record_episode(spec: EpisodeSpec, env_cfg: PushTConfig, store_path: str) -> 
     info_json = {
         "seed": spec.seed,
         "operator": spec.operator,
-        "env": "pusht",
+        "env": env_name,
         "recorded_s": time.perf_counter() - t0,
     }
     EpisodeStore.open(store_path).append(spec.key, frames, actions, intent, info=info_json, sim=sim)
-    return episode_stats(sim, intent)
+    return pushcube_episode_stats(sim, intent) if env_name == "pushcube" else episode_stats(sim, intent)
 
 
 def episode_stats(sim: dict[str, np.ndarray], intent: np.ndarray) -> dict[str, float]:
@@ -172,6 +209,21 @@ def episode_stats(sim: dict[str, np.ndarray], intent: np.ndarray) -> dict[str, f
         "near_goal": float((cov > 0.5).mean()),
         "success": float((cov > 0.95).mean()),
         "t_moved": float(moved.mean()) if len(moved) else 0.0,
+        "intent": float(np.asarray(intent).mean()),
+    }
+
+
+def pushcube_episode_stats(sim: dict[str, np.ndarray], intent: np.ndarray) -> dict[str, float]:
+    """Push Cube coverage statistics of one episode (from the simulator record; for reports only)."""
+    cube = np.asarray(sim["cube_pose"], dtype=np.float64)
+    moved = np.linalg.norm(np.diff(cube[:, :2], axis=0), axis=1) > 0.01
+    return {
+        "frames": float(len(cube)),
+        "cube_in_view": float(np.mean(sim["cube_in_view"])),
+        "cube_moved": float(moved.mean()) if len(moved) else 0.0,
+        "near_goal": float((np.asarray(sim["distance_to_goal"]) < 1.0).mean()),
+        "success": float(np.mean(sim["is_success"])),
+        "respawns_per_1k": float(np.mean(sim["cube_respawned"]) * 1000),
         "intent": float(np.asarray(intent).mean()),
     }
 
@@ -206,15 +258,16 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, float]:
     total = sum(s.length for s in todo)
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="frame", desc=f"collect {cfg.operator}", disable=not progress or total == 0)
+    env_cfg = cfg.pushcube if cfg.env == "pushcube" else cfg.pusht
     if cfg.workers == 1 or len(todo) <= 1:
         for spec in todo:
-            record_episode(spec, cfg.pusht, str(cfg.out))
+            record_episode(spec, env_cfg, str(cfg.out))
             bar.update(spec.length)
     else:
         ctx = mp.get_context("spawn")  # fork + pygame/pymunk state is fragile; spawn is portable
         counter = ctx.Value("q", 0)
         with ctx.Pool(min(cfg.workers, len(todo)), initializer=_init_worker, initargs=(counter,)) as pool:
-            pending = [pool.apply_async(record_episode, (s, cfg.pusht, str(cfg.out))) for s in todo]
+            pending = [pool.apply_async(record_episode, (s, env_cfg, str(cfg.out))) for s in todo]
             while not all(p.ready() for p in pending):
                 time.sleep(0.2)
                 bar.update(counter.value - bar.n)
@@ -226,7 +279,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, float]:
     stats = []
     for spec in specs:
         ep = store.episode(spec.key)
-        stats.append(episode_stats({k: ep.sim(k) for k in ("coverage", "block_pose")}, ep.intent))
+        if cfg.env == "pushcube":
+            stats.append(pushcube_episode_stats({k: ep.sim(k) for k in PUSHCUBE_SIM_KEYS}, ep.intent))
+        else:
+            stats.append(episode_stats({k: ep.sim(k) for k in ("coverage", "block_pose")}, ep.intent))
     summary = summarize(stats)
     summary.update(new_frames=float(total), seconds=elapsed, frames_per_s=total / elapsed if elapsed > 0 else 0.0)
     return summary

@@ -6,9 +6,10 @@ from typing import Any
 
 import gymnasium as gym
 
+from worldgrad.envs.pushcube import PushCubeConfig, PushCubeEnv  # MuJoCo loads only when an env is built
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
 
-ENV_NAMES = ("pusht",)
+ENV_NAMES = ("pusht", "pushcube")
 
 
 def make_env(name: str, config: Any | None = None) -> gym.Env:
@@ -17,4 +18,8 @@ def make_env(name: str, config: Any | None = None) -> gym.Env:
         if config is not None and not isinstance(config, PushTConfig):
             raise TypeError(f"env 'pusht' takes a PushTConfig, got {type(config).__name__}")
         return PushTEnv(config)
+    if name == "pushcube":
+        if config is not None and not isinstance(config, PushCubeConfig):
+            raise TypeError(f"env 'pushcube' takes a PushCubeConfig, got {type(config).__name__}")
+        return PushCubeEnv(config)
     raise ValueError(f"unknown env {name!r}; choose one of {', '.join(ENV_NAMES)}")

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldgrad.data.collect import EVAL_SEED_START
+from worldgrad.envs.pushcube import PushCubeConfig
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
 from worldgrad.eval.policies import Policy, make_policy
 from worldgrad.eval.video import annotate, write_video
@@ -29,7 +30,7 @@ class EvalConfig:
     policies: tuple[str, ...] = ("random", "operator:explorer", "operator:pusher", "operator:expert")
     """policy specs: random, operator:NAME"""
     env: str = "pusht"
-    """real system to evaluate on"""
+    """real system to evaluate on: pusht or pushcube"""
     episodes: int = 50
     """episodes per policy, on seeds EVAL_SEED_START + 0 .. episodes - 1"""
     videos: int = 3
@@ -38,12 +39,14 @@ class EvalConfig:
     """folder for results.json, results.md and videos"""
     pusht: PushTConfig = field(default_factory=PushTConfig)
     """Push-T settings (the evaluation protocol: 150 steps at 5 Hz, stop on success)"""
+    pushcube: PushCubeConfig = field(default_factory=PushCubeConfig)
+    """Push Cube settings (300 steps at 5 Hz, stop on success; --pushcube.controller picks the low-level loop)"""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError("eval: --episodes must be >= 1")
-        if self.env != "pusht":
-            raise ValueError(f"unknown env {self.env!r}; choose one of: pusht")
+        if self.env not in ("pusht", "pushcube"):
+            raise ValueError(f"unknown env {self.env!r}; choose one of: pusht, pushcube")
 
 
 def eval_seeds(n: int) -> list[int]:
@@ -134,6 +137,10 @@ def evaluate_policy(
 
 def format_table(summaries: dict[str, dict[str, float]]) -> str:
     """A markdown table of the summaries, one row per policy."""
+    if any("mean_straightness" in s for s in summaries.values()):  # Push Cube: trajectory metrics
+        from worldgrad.eval.trajectory import format_cube_table
+
+        return format_cube_table(summaries)
     lines = [
         "| policy | episodes | success rate (95% CI) | mean final coverage | mean max coverage |",
         "|---|---|---|---|---|",
@@ -149,6 +156,10 @@ def format_table(summaries: dict[str, dict[str, float]]) -> str:
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, dict[str, float]]:
     """Evaluates every policy of ``cfg`` and writes results.json and results.md to ``cfg.out``."""
+    if cfg.env == "pushcube":
+        from worldgrad.eval.trajectory import evaluate_cube  # it imports this module
+
+        return evaluate_cube(cfg, progress)
     cfg.out.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, float]] = {}
     per_episode: dict[str, list[dict[str, object]]] = {}

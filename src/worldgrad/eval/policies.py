@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from worldgrad.envs.pushcube import PushCubeEnv
 from worldgrad.envs.pusht import PushTEnv
 
 
@@ -44,12 +45,17 @@ class RandomPolicy:
 class OperatorPolicy:
     """A scripted operator driving the env it watches (it needs the env's operator view, not pixels)."""
 
-    def __init__(self, operator_name: str, env: PushTEnv) -> None:
-        from worldgrad.operators.pusht import make_operator
-
+    def __init__(self, operator_name: str, env: PushTEnv | PushCubeEnv) -> None:
         self.name = f"operator:{operator_name}"
         self._env = env
-        self._op = make_operator(operator_name, env.config.max_step_px)
+        if isinstance(env, PushCubeEnv):
+            from worldgrad.operators.pushcube import make_operator as make_cube_operator
+
+            self._op = make_cube_operator(operator_name, env.config.velocity_limits)
+        else:
+            from worldgrad.operators.pusht import make_operator
+
+            self._op = make_operator(operator_name, env.config.max_step_px)
 
     def reset(self, seed: int) -> None:
         self._op.reset(np.random.default_rng([seed, 1]))
@@ -59,7 +65,7 @@ class OperatorPolicy:
         return action
 
 
-def make_policy(spec: str, env: PushTEnv) -> Policy:
+def make_policy(spec: str, env: PushTEnv | PushCubeEnv) -> Policy:
     """Builds a policy from ``random`` or ``operator:NAME``."""
     kind, _, arg = spec.partition(":")
     if kind == "random" and not arg:
