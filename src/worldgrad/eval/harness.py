@@ -28,7 +28,7 @@ class EvalConfig:
     """Evaluate policies zero-shot on the real system."""
 
     policies: tuple[str, ...] = ("random", "operator:explorer", "operator:pusher", "operator:expert")
-    """policy specs: random, operator:NAME"""
+    """policy specs: random, operator:NAME, checkpoint:PATH (a trained policy.safetensors)"""
     env: str = "pusht"
     """real system to evaluate on: pusht or pushcube"""
     episodes: int = 50

@@ -3,11 +3,13 @@
 - ``random``: uniform actions in [-1, 1]^2.
 - ``operator:NAME``: a scripted play operator (it reads the screen like a human; a reference, not a
   learned policy).
-- later issues add ``checkpoint:PATH`` for trained image policies.
+- ``checkpoint:PATH``: a trained image policy file (``policy.safetensors`` from train-policy); the
+  checkpoint's ``kind`` says which loader reads it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -65,11 +67,29 @@ class OperatorPolicy:
         return action
 
 
+def load_checkpoint_policy(path: str) -> Policy:
+    """Loads a trained policy file, dispatching on the ``kind`` its writer recorded."""
+    from worldgrad.runtime.checkpoint import load_checkpoint
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"policy checkpoint {path} does not exist; pass a policy.safetensors a training wrote")
+    kind = load_checkpoint(path).get("kind")
+    if kind == "image_policy":
+        from worldgrad.policy import ImagePolicy
+
+        return ImagePolicy.from_checkpoint(path)
+    raise ValueError(f"{path} holds no known policy (kind={kind!r}); pass a policy.safetensors written by train-policy")
+
+
 def make_policy(spec: str, env: PushTEnv | PushCubeEnv) -> Policy:
-    """Builds a policy from ``random`` or ``operator:NAME``."""
+    """Builds a policy from ``random``, ``operator:NAME`` or ``checkpoint:PATH``."""
     kind, _, arg = spec.partition(":")
     if kind == "random" and not arg:
         return RandomPolicy(env.action_space.shape[0])
     if kind == "operator" and arg:
         return OperatorPolicy(arg, env)
-    raise ValueError(f"unknown policy {spec!r}; use 'random' or 'operator:NAME' (e.g. operator:pusher)")
+    if kind == "checkpoint" and arg:
+        return load_checkpoint_policy(arg)
+    raise ValueError(
+        f"unknown policy {spec!r}; use 'random', 'operator:NAME' (e.g. operator:pusher) or 'checkpoint:PATH'"
+    )
