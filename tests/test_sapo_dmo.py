@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from worldgrad.algos.dmo import decoupled, grads_finite
+from worldgrad.runtime.checkpoint import CheckpointWarning
 from worldgrad.algos.sapo import (
     Actor,
     Critic,
@@ -179,7 +180,7 @@ class ToyRSSM(nn.Module):
         d = self._deter(state, action)
         return ToyState(d, torch.tanh(self.post(torch.cat([d, embed], -1))))
 
-    def step_prior(self, state, action):
+    def step_prior(self, state, action, sample=False):
         d = self._deter(state, action)
         return ToyState(d, torch.tanh(self.prior(d)))
 
@@ -224,6 +225,28 @@ def test_imagine_window_trains_the_actor_only_and_records_forward_values():
     assert np.isfinite(critic_update(agent, window, opts["critic"], np.random.default_rng(0)))
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.critic.parameters(), strict=True))
     temperature_update(agent, window, opts["alpha"])
+
+
+def test_no_diffusion_window_imagines_with_the_local_model_alone():
+    from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, imagine_window
+
+    torch.manual_seed(0)
+    local = ToyRSSM().requires_grad_(False)
+    agent = Agent(16, 2, SAPOConfig(horizon=4, actor_hidden=(16,)))
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    state = local.observe_step(local.initial_state(3), torch.zeros(3, 2), local.encode(frames))
+    loss, window, end_state, last = imagine_window(agent, local, None, lambda f: pytest.fail("no frames to score"),
+                                                   state, frames, horizon=4)  # fmt: skip
+    assert torch.isfinite(loss) and window.frames.shape[0] == 1 and torch.equal(last, frames)
+    # the trajectory is the local prior's, and the rewards are its reward head's
+    s = state
+    for h in range(4):
+        s = local.step_prior(s, window.actions[h])
+        torch.testing.assert_close(window.features[h + 1], local.features(s))
+        torch.testing.assert_close(window.global_rewards[h], local.reward(local.features(s)))
+    torch.testing.assert_close(local.features(end_state), local.features(s))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
 
 
 def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
@@ -271,8 +294,24 @@ def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
     lines = read_metrics(tmp_path / "p" / "metrics.jsonl")
     assert [x["samples"] for x in lines if "policy/entropy" in x] == [6, 12, 18, 24]
     assert any("policy/real/success_rate" in x for x in lines) and all(p.grad is None for p in local.parameters())
+    # a resumed run gets back the fine-tuned local model it was trained against, not the one passed in
+    saved = {k: v.clone() for k, v in local.state_dict().items()}
+    with torch.no_grad():
+        for p in local.parameters():
+            p.add_(1.0)
+    train_policy(cfg, local, 16, finetune, None, progress=False)  # 4 iterations done: restores, runs none
+    for k, v in local.state_dict().items():
+        torch.testing.assert_close(v, saved[k])
     more = train_policy(replace_iterations(cfg, 6), local, 16, None, None, progress=False)  # resumes at 4
     assert more["samples"] == 6 * 3 * 2
+    with pytest.warns(CheckpointWarning, match="no module 'local'"):  # written without a local model
+        train_policy(replace_iterations(cfg, 6), local, 16, finetune, None, progress=False)
+    # the "No Diffusion" ablation: same loop, the local model imagines alone
+    from dataclasses import replace
+
+    n_calls = len(calls)
+    nodiff = train_policy(replace(cfg, name="nd", forward="local"), local, 16, finetune, None, progress=False)
+    assert nodiff["samples"] == 4 * 3 * 2 and len(calls) == n_calls  # no fine-tuning without generated frames
 
 
 def replace_iterations(cfg, n):

@@ -91,11 +91,25 @@ def _eval_local() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     return EvalLocalConfig, {}, run_eval_local
 
 
+def _train_bc() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.train_bc import PRESETS, TrainBCConfig
+    from worldgrad.commands import run_train_bc
+
+    return TrainBCConfig, PRESETS, run_train_bc
+
+
 def _train_policy() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     from worldgrad.algos.train_policy import TrainPolicyConfig
     from worldgrad.commands import run_train_policy
 
     return TrainPolicyConfig, {}, run_train_policy
+
+
+def _train_ppo() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.train_ppo import PRESETS, TrainPPOConfig
+    from worldgrad.commands import run_train_ppo
+
+    return TrainPPOConfig, PRESETS, run_train_ppo
 
 
 def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
@@ -116,6 +130,8 @@ COMMANDS: dict[str, Command] = {
     "train-local": Command("pretrain the local RSSM (the backward model) on play data", _train_local),
     "eval-local": Command("open-loop fidelity of the local RSSM on held-out recordings", _eval_local),
     "train-policy": Command("optimize an image policy with DMO-SAPO inside the world models", _train_policy),
+    "train-ppo": Command("PPO baseline: an image policy trained with PPO inside the global world model", _train_ppo),
+    "train-bc": Command("behaviour-cloning baseline: ACT on the intent-on segments of play data", _train_bc),
     "pipeline": Command("the main job: every stage end to end, reusing finished stages", _pipeline),
 }
 

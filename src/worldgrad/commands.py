@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
+from worldgrad.algos.train_bc import TrainBCConfig, train_bc
 from worldgrad.algos.train_local import TrainLocalConfig, train_local
 from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy_from_files
+from worldgrad.algos.train_ppo import TrainPPOConfig, train_ppo_from_files
 from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
 from worldgrad.algos.train_wm import TrainWMConfig, train_wm
 from worldgrad.data.collect import CollectConfig, collect
@@ -117,7 +119,22 @@ def run_eval_local(cfg: EvalLocalConfig) -> dict[str, object]:
     return result
 
 
+def run_train_ppo(cfg: TrainPPOConfig) -> dict[str, object]:
+    result = train_ppo_from_files(cfg)
+    speed = f"{result['samples_per_s']:.1f} samples/s" if result["resumed_from"] < cfg.iterations else "already done"
+    print(f"PPO policy: {result['policy']} after {result['samples']:,} samples ({speed}); "  # noqa: T201
+          f"real system: {result['real']}")  # fmt: skip
+    return result
+
+
 def run_train_policy(cfg: TrainPolicyConfig) -> dict[str, object]:
     result = train_policy_from_files(cfg)
     print(f"policy: {result['policy']} after {result['samples']:,} samples; real system: {result['real']}")  # noqa: T201
+    return result
+
+
+def run_train_bc(cfg: TrainBCConfig) -> dict[str, object]:
+    result = train_bc(cfg)
+    print(f"ACT policy: {result['path']} ({result['params']:,} parameters, {result['steps']} steps in "  # noqa: T201
+          f"{result['train_seconds'] / 60:.1f} min); validation {result['val']}")  # fmt: skip
     return result

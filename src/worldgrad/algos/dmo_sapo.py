@@ -53,8 +53,9 @@ class LocalModel(Protocol[S]):
         """Posterior: the state after ``action``, corrected by the embedding of the frame that followed."""
         ...
 
-    def step_prior(self, state: S, action: torch.Tensor) -> S:
-        """The differentiable one-step prediction whose Jacobians carry the policy gradient."""
+    def step_prior(self, state: S, action: torch.Tensor, sample: bool = False) -> S:
+        """The differentiable one-step prediction whose Jacobians carry the policy gradient (``sample``: draw
+        the stochastic part, as an imagination rollout of the local model alone does)."""
         ...
 
     def features(self, state: S) -> torch.Tensor:
@@ -125,7 +126,7 @@ class Window:
     rewards: torch.Tensor
     """(H, B) global rewards of the transitions (plus alpha * scaled entropy: SAPO's targets include it)"""
     frames: torch.Tensor
-    """(H + 1, B, H, W, 3) uint8 forward frames"""
+    """(H + 1, B, H, W, 3) uint8 forward frames (only the first one without a global model)"""
     actions: torch.Tensor
     """(H, B, A)"""
     global_rewards: torch.Tensor
@@ -149,6 +150,8 @@ def imagine_window(
         agent: actor, critic and temperature.
         local: the local (backward) model.
         step_world: actions (B, A) -> next frames uint8 (B, H, W, 3) (the global world model; no gradient).
+            ``None`` runs the "No Diffusion" ablation: the local model is the forward model too (Dreamer-style
+            imagination from sampled priors, rewards from its reward head) and no frames are generated.
         reward_fn: (frames uint8 (B, H, W, 3)) -> global rewards (B,) (no gradient).
         state: the forward (filtered) local state at the window start.
         frame: the current forward frame, uint8 (B, H, W, 3).
@@ -167,18 +170,26 @@ def imagine_window(
         dist = agent.actor(local.features(latent))
         sample = dist.rsample()
         entropy = dist.entropy_mc()
-        with torch.no_grad():
-            frame = step_world(sample.action.detach())
-            r_global = reward_fn(frame).float()
-            fwd_state = local.observe_step(fwd_state, sample.action.detach(), local.encode(frame))
-        latent = decouple_state(local.step_prior(latent, sample.action), fwd_state)
-        feat = local.features(latent)
-        rewards.append(decoupled(local.reward(feat), r_global))
+        if step_world is None:
+            latent = local.step_prior(latent, sample.action, sample=True)
+            feat = local.features(latent)
+            rewards.append(local.reward(feat))
+            r_global = rewards[-1].detach()
+            fwd_state = detach_state(latent)
+        else:
+            with torch.no_grad():
+                frame = step_world(sample.action.detach())
+                r_global = reward_fn(frame).float()
+                fwd_state = local.observe_step(fwd_state, sample.action.detach(), local.encode(frame))
+            latent = decouple_state(local.step_prior(latent, sample.action), fwd_state)
+            feat = local.features(latent)
+            rewards.append(decoupled(local.reward(feat), r_global))
         bonus.append(alpha * scaled_entropy(entropy, agent.target))
         g_rewards.append(r_global)
         entropies.append(entropy.detach())
         feats.append(feat.detach())
-        frames.append(frame)
+        if step_world is not None:
+            frames.append(frame)
         actions.append(sample.action.detach())
     bootstrap = agent.critic(local.features(latent)).mean(0)
     ret = soft_return(torch.stack(rewards), torch.stack(bonus), bootstrap, cfg.gamma)

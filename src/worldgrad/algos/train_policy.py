@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -59,6 +59,10 @@ class TrainPolicyConfig:
     finetune_updates: int = 1
     """local-model gradient steps per fine-tuning call"""
     finetune_lr: float = 1e-4
+    forward: Literal["global", "local"] = "global"
+    """model that generates the imagined trajectories: global (DMO-SAPO: the diffusion model generates, the
+    local model differentiates) or local (the "No Diffusion" ablation: the local model does both, with its own
+    reward head; no fine-tuning then, as there are no generated frames to fit)"""
     seed: int = 0
     device: str = "auto"
 
@@ -140,7 +144,17 @@ def train_policy(
     action_dim = denoiser.cfg.action_dim
     agent = Agent(feature_dim, action_dim, cfg.sapo).to(device)
     optims = agent.optimizers()
-    start, extra = resume_or_start(run, {"agent": agent}, optims)
+    if cfg.forward == "local":
+        finetune = None
+    # the fine-tuned local model (and its optimizer) is part of the training state: a resumed run continues
+    # with the backward model the actor was trained against, not the pretrained one
+    modules: dict[str, Any] = {"agent": agent}
+    states: dict[str, Any] = dict(optims)
+    if finetune is not None and isinstance(local, torch.nn.Module):
+        modules["local"] = local
+        if isinstance(getattr(finetune, "optim", None), torch.optim.Optimizer):
+            states["local"] = finetune.optim  # type: ignore[attr-defined]
+    start, extra = resume_or_start(run, modules, states, optional=("local",))
     samples = int(extra.get("samples", 0))
     rng = np.random.default_rng([cfg.seed, start])
     engine = WorldModelRollout(denoiser, sampler, cfg.num_envs, seed=cfg.seed * 100_003 + start)
@@ -154,8 +168,9 @@ def train_policy(
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
                disable=not progress)  # fmt: skip
     for it in bar:
+        step_world = engine.step if cfg.forward == "global" else None
         loss, window, state, frame = imagine_window(
-            agent, local, engine.step, lambda f: reward(f, envs.start), envs.state, envs.frame, h
+            agent, local, step_world, lambda f: reward(f, envs.start), envs.state, envs.frame, h
         )
         actor_params = list(agent.actor.parameters())
         optims["actor"].zero_grad(set_to_none=True)
@@ -170,7 +185,7 @@ def train_policy(
             continue
         envs.state, envs.frame = state, frame
         envs.age += h
-        samples += h * cfg.num_envs
+        samples += h * cfg.num_envs  # imagined transitions (frames generated, for the global forward model)
         logs["policy/critic_loss"] = critic_update(agent, window, optims["critic"], rng)
         logs["policy/alpha_loss"] = temperature_update(agent, window, optims["alpha"])
         if finetune is not None and (it + 1) % cfg.finetune_every == 0:
@@ -189,7 +204,7 @@ def train_policy(
             if evaluate_real is not None and cfg.eval_episodes > 0:
                 result = evaluate_real(policy)
                 logger.log(it + 1, {f"policy/real/{k}": v for k, v in result.items()}, samples=samples)
-            save_training_state(run, it + 1, {"agent": agent}, optims, extra={"samples": samples}, keep=2)
+            save_training_state(run, it + 1, modules, states, extra={"samples": samples}, keep=2)
     logger.close()
     return {"samples": samples, "real": result, "run": str(run.path), "agent": agent}
 

@@ -3,8 +3,9 @@
 - ``random``: uniform actions in [-1, 1]^2.
 - ``operator:NAME``: a scripted play operator (it reads the screen like a human; a reference, not a
   learned policy).
-- ``checkpoint:PATH``: a trained image policy file (``policy.safetensors`` from train-policy); the
-  checkpoint's ``kind`` says which loader reads it.
+- ``checkpoint:PATH``: a trained image policy file (``policy.safetensors`` from train-policy, or the ACT
+  baseline's from train-bc, or the PPO baseline's from train-ppo); the checkpoint's ``kind`` says which
+  loader reads it.
 """
 
 from __future__ import annotations
@@ -78,7 +79,18 @@ def load_checkpoint_policy(path: str) -> Policy:
         from worldgrad.policy import ImagePolicy
 
         return ImagePolicy.from_checkpoint(path)
-    raise ValueError(f"{path} holds no known policy (kind={kind!r}); pass a policy.safetensors written by train-policy")
+    if kind == "ppo_policy":
+        from worldgrad.algos.ppo import PPOPolicy
+
+        return PPOPolicy.from_checkpoint(path)
+    if kind == "act_policy":
+        from worldgrad.models.act import ACTPolicy
+
+        return ACTPolicy.from_checkpoint(path)
+    raise ValueError(
+        f"{path} holds no known policy (kind={kind!r}); pass a policy.safetensors written by train-policy, "
+        "train-bc or train-ppo"
+    )
 
 
 def make_policy(spec: str, env: PushTEnv | PushCubeEnv) -> Policy:

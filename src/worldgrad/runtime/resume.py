@@ -6,7 +6,8 @@ the last checkpoint left off (same parameters, optimizer moments and random stre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from worldgrad.runtime.checkpoint import (
+    CheckpointWarning,
     capture_rng,
     checkpoint_path,
     load_latest_checkpoint,
@@ -93,6 +95,7 @@ def resume_or_start(
     modules: Mapping[str, nn.Module],
     optimizers: Mapping[str, Stateful],
     map_location: str | torch.device = "cpu",
+    optional: Collection[str] = (),
 ) -> tuple[int, dict[str, Any]]:
     """Loads the newest valid checkpoint of ``run`` into the given objects and restores the global RNGs.
 
@@ -104,6 +107,8 @@ def resume_or_start(
         modules: models by name, as passed to :func:`save_training_state`.
         optimizers: optimizers (schedulers, scalers) by name; a subset of those saved is fine.
         map_location: where tensors are loaded before being copied in.
+        optional: module/optimizer names a checkpoint written by an older version may lack; they keep their
+            current state (with a warning) instead of failing.
 
     Returns:
         ``(step to continue from, the extra dict saved with it)``; ``(0, {})`` for a fresh run.
@@ -115,9 +120,17 @@ def resume_or_start(
     if found is None:
         return 0, {}
     path, state = found
+    for group, objects in (("modules", modules), ("optimizers", optimizers)):
+        for name in set(objects) & set(optional) - set(state[group]):
+            warnings.warn(f"checkpoint {path} has no {group[:-1]} {name!r}; it starts from its current state",
+                          CheckpointWarning, stacklevel=2)  # fmt: skip
     for name, module in modules.items():
+        if name in optional and name not in state["modules"]:
+            continue
         _load_module(path, name, module, _entry(path, state, "modules", name))
     for name, opt in optimizers.items():
+        if name in optional and name not in state["optimizers"]:
+            continue
         saved = _entry(path, state, "optimizers", name)
         try:
             opt.load_state_dict(saved)
