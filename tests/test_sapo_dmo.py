@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from worldgrad.algos.dmo import decoupled, grads_finite
-from worldgrad.runtime.checkpoint import CheckpointWarning
 from worldgrad.algos.sapo import (
     Actor,
     Critic,
@@ -17,6 +16,7 @@ from worldgrad.algos.sapo import (
     target_entropy,
     td_lambda_targets,
 )
+from worldgrad.runtime.checkpoint import CheckpointWarning
 
 
 class ToyLocalModel(nn.Module):
