@@ -84,7 +84,7 @@ PRESETS: dict[str, TrainWMConfig] = {
     "tiny": TrainWMConfig(),
     # The best model 2 CPU cores train in about two hours: the U-Net works at 32x32 after a lossless
     # pixel-unshuffle of the 64x64 frames, widening as it goes down (0.31 s per step at batch 32 on 2 cores,
-    # against 0.86 s for the full-resolution (32, 32, 64, 64) net of the calibration run; bench/wm.py).
+    # against 0.86 s for the full-resolution (32, 32, 64, 64) net of the calibration run; bench/wm_throughput.py).
     "cpu": TrainWMConfig(
         name="wm-cpu", store=Path("runs/pusht-cpu/data/play"), steps=20_000, batch_size=32, lr=3e-4, eval_every=500,
         model=DenoiserConfig(channels=(32, 64, 96, 128), depths=(1, 1, 1, 1), cond_dim=128, stem=2, motion_weight=2.0),
@@ -224,7 +224,7 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
         dist.barrier()
     run = RunDir(Path(cfg.runs) / cfg.name)
     seed_everything(cfg.seed)
-    # channels-last convolutions: ~12 % faster steps on 2 CPU cores (bench/wm.py), and the fast path on GPUs
+    # channels-last convolutions: ~12 % faster steps on 2 CPU cores (bench/wm_throughput.py), and the fast path on GPUs
     denoiser = Denoiser(m).to(device, memory_format=torch.channels_last)
     decay = [p for n, p in denoiser.named_parameters() if p.ndim > 1 and "noise_emb" not in n]
     no_decay = [p for n, p in denoiser.named_parameters() if p.ndim <= 1]

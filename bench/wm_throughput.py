@@ -1,12 +1,19 @@
-"""World-model speed: training step time and imagined frames per second, per preset. Prints a markdown table.
+"""World-model speed: training step time, imagined frames per second, GFLOP per imagined frame and peak memory,
+per preset. Prints a markdown table.
 
-python bench/wm.py                                   # all presets, CPU or the GPU when present
-python bench/wm.py --presets cpu --batches 1 16 64 --compile
+Peak memory is torch's peak allocation on CUDA; on CPU it is the peak growth of resident memory while a fresh
+process (the model already built) runs the largest-batch rollout, sampled every 2 ms from /proc/self/statm.
+
+python bench/wm_throughput.py                                   # all presets, CPU or the GPU when present
+python bench/wm_throughput.py --presets cpu --batches 1 16 64 --compile
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
+import threading
 import time
 
 import numpy as np
@@ -43,6 +50,59 @@ def time_train_step(model: Denoiser, batch: int, ar_steps: int, device: torch.de
     return float(np.median(times))
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _rollout_rss_growth(preset: str, batch: int) -> float:
+    """In a fresh process: MiB of resident-memory growth while a B-env rollout runs (after building the model)."""
+    torch.set_num_threads(int(os.environ.get("WM_BENCH_THREADS", "0")) or torch.get_num_threads())
+    cfg = PRESETS[preset]
+    model = Denoiser(cfg.model).to(memory_format=torch.channels_last).eval()
+    base, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.002)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    time_rollout(model, cfg.sampler, batch, torch.device("cpu"), steps=2)
+    done.set()
+    t.join()
+    return max(0, peak[0] - base) / 2**20
+
+
+def peak_memory(preset: str, batch: int, device: torch.device, model: Denoiser) -> float | None:
+    """Peak memory (MiB) of a B-env rollout: torch's peak allocation on CUDA, resident growth on Linux CPUs."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        time_rollout(model, PRESETS[preset].sampler, batch, device, steps=2)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    os.environ["WM_BENCH_THREADS"] = str(torch.get_num_threads())
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_rollout_rss_growth, (preset, batch))
+
+
+def gflop_per_frame(model: Denoiser, sampler, device: torch.device) -> float:
+    """FLOPs (2 x multiply-adds, torch's counter) of one imagined frame: every denoiser call of one sampler step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c, s = model.cfg.context, model.cfg.image_size
+    engine = WorldModelRollout(model, sampler, 1)
+    engine.reset(np.zeros((1, c, s, s, 3), np.uint8), np.zeros((1, c - 1, model.cfg.action_dim), np.float32))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        engine.step(torch.zeros(1, model.cfg.action_dim, device=device))
+    return counter.get_total_flops() / 1e9
+
+
 def time_rollout(model: Denoiser, sampler, batch: int, device: torch.device, steps: int) -> float:
     c, s = model.cfg.context, model.cfg.image_size
     engine = WorldModelRollout(model, sampler, batch)
@@ -74,8 +134,12 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}\n")
     cols = " | ".join(f"imagined frames/s B={b}" for b in args.batches)
-    print(f"| preset | params | train step (batch {args.train_batch}) | samples/s | {cols} |")
-    print("|---" * (4 + len(args.batches)) + "|")
+    big = max(args.batches)
+    print(
+        f"| preset | params | GFLOP/frame | train step (batch {args.train_batch}) | samples/s | {cols} "
+        f"| peak memory B={big} |"
+    )
+    print("|---" * (6 + len(args.batches)) + "|")
     for preset in args.presets:
         cfg = PRESETS[preset]
         torch.manual_seed(0)
@@ -83,12 +147,15 @@ def main() -> None:
         n = sum(p.numel() for p in model.parameters())
         step = time_train_step(model, args.train_batch, cfg.autoregressive_steps, device, cfg.amp, args.reps)
         model.eval()
+        gflop = gflop_per_frame(model, cfg.sampler, device)
         if args.compile:
             model.inner = torch.compile(model.inner)  # type: ignore[method-assign]
         fps = [time_rollout(model, cfg.sampler, b, device, steps=max(2, 64 // b)) for b in args.batches]
+        mem = peak_memory(preset, big, device, model)
         cells = " | ".join(f"{f:.1f}" for f in fps)
         per_s = args.train_batch * (1 + cfg.autoregressive_steps) / step
-        print(f"| {preset} | {n / 1e6:.2f}M | {step:.3f} s | {per_s:.0f} | {cells} |")
+        mem_s = "n/a" if mem is None else f"{mem:.0f} MiB"
+        print(f"| {preset} | {n / 1e6:.2f}M | {gflop:.3f} | {step:.3f} s | {per_s:.0f} | {cells} | {mem_s} |")
 
 
 if __name__ == "__main__":
