@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -68,6 +69,11 @@ def test_shapes_of_the_api():
     torch.testing.assert_close(post.stoch.view(3, 4, 4).sum(-1), torch.ones(3, 4))
     assert set(post.stoch.detach().round(decimals=5).unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(s.stoch.view(3, 4, 4).sum(-1), torch.ones(3, 4))
+
+
+def test_unknown_conv_norm_is_a_clear_error():
+    with pytest.raises(ValueError, match="conv_norm must be channel, group or none"):
+        RSSMConfig(conv_norm="batch")
 
 
 def test_kl_balance_and_free_bits_on_hand_computed_values():
@@ -144,13 +150,14 @@ def test_deterministic_under_a_seed():
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
-def test_tiny_model_overfits_one_batch(store_path):
+@pytest.mark.parametrize("norm", ["channel", "group", "none"])
+def test_tiny_model_overfits_one_batch(store_path, norm):
     torch.manual_seed(0)
     store = EpisodeStore.open(store_path)
     b = WindowSampler(store, 8, labels=("reward",)).sample(4, np.random.default_rng(0))
     frames, actions = torch.as_tensor(b.frames), torch.as_tensor(b.actions)
     rewards = torch.as_tensor(b.labels["reward"])
-    m = RSSM(CFG)
+    m = RSSM(dataclasses.replace(CFG, conv_norm=norm))
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     first = last = None
     for _ in range(150):

@@ -362,6 +362,17 @@ def test_run_dir_saves_config_and_detects_mismatch(tmp_path):
         RunDir.create(tmp_path, "", Cfg())
 
 
+def test_run_made_before_a_config_field_existed_resumes_with_its_default(tmp_path):
+    run = RunDir.create(tmp_path, "r", Cfg())
+    old = run.config()
+    del old["inner"]["size"]  # as written by a version without the field
+    run.config_path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"inner\.size \(absent -> 8\)"):  # not the behaviour the run had
+        RunDir.create(tmp_path, "r", Cfg(inner=Inner(8)))
+    assert RunDir.create(tmp_path, "r", Cfg()) == run  # the default is what the run did
+    assert run.config()["inner"] == {"size": 4}
+
+
 def test_config_to_dict_rejects_non_configs():
     assert config_to_dict({"a": (1, Path("p"))}) == {"a": [1, "p"]}
     with pytest.raises(TypeError, match="config dataclass"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,10 +43,15 @@ class RSSMConfig:
     free_nats: float = 1.0
     dyn_scale: float = 0.5
     rep_scale: float = 0.1
+    conv_norm: Literal["channel", "group", "none"] = "channel"
+    """norm after each conv: channel (DreamerV3's layer norm over channels per pixel), group (GroupNorm, 8
+    groups) or none; on Push-T's sparse images the channel norm learns the objects far more slowly"""
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
             raise ValueError(f"RSSM image size must be a power of two >= 8, got {self.image_size}")
+        if self.conv_norm not in ("channel", "group", "none"):
+            raise ValueError(f"RSSM conv_norm must be channel, group or none, got {self.conv_norm!r}")
 
 
 class State(NamedTuple):
@@ -152,6 +157,16 @@ class ChannelNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def _conv_norm(kind: str, c: int) -> nn.Module:
+    if kind == "channel":
+        return ChannelNorm(c)
+    if kind == "group":
+        return nn.GroupNorm(min(8, c), c)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"RSSM conv_norm must be channel, group or none, got {kind!r}")
+
+
 class RSSM(nn.Module):
     """Encoder, recurrent state-space model, decoder and reward head."""
 
@@ -163,7 +178,7 @@ class RSSM(nn.Module):
         enc: list[nn.Module] = []
         c_in = 3
         for c in chans:
-            enc += [nn.Conv2d(c_in, c, 4, 2, 1), ChannelNorm(c), nn.SiLU()]
+            enc += [nn.Conv2d(c_in, c, 4, 2, 1), _conv_norm(cfg.conv_norm, c), nn.SiLU()]
             c_in = c
         self.encoder = nn.Sequential(*enc, nn.Flatten())
         self.embed_dim = chans[-1] * 16
@@ -178,7 +193,7 @@ class RSSM(nn.Module):
         for c_hi, c_lo in zip(chans[::-1], [*chans[::-1][1:], 3], strict=True):
             dec.append(nn.ConvTranspose2d(c_hi, c_lo, 4, 2, 1))
             if c_lo != 3:
-                dec += [ChannelNorm(c_lo), nn.SiLU()]
+                dec += [_conv_norm(cfg.conv_norm, c_lo), nn.SiLU()]
         self.decoder = nn.Sequential(*dec)
         self.reward_head = nn.Sequential(_dense(self.feature_dim, cfg.hidden), nn.Linear(cfg.hidden, cfg.reward_bins))
         nn.init.zeros_(self.reward_head[-1].weight)  # predicts 0 at init (DreamerV3)

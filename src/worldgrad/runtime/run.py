@@ -45,19 +45,45 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
+_ABSENT = object()  # a key one of two configs lacks (unlike an explicit null)
+
+
 def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """``(dotted key, old, new)`` for every leaf that differs (lists compare whole)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[tuple[str, Any, Any]] = []
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+            out += _diff(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}.{k}" if prefix else k)
         return out
     return [] if a == b else [(prefix, a, b)]
 
 
 def _short(v: Any, width: int = 40) -> str:
+    if v is _ABSENT:
+        return "absent"
     s = json.dumps(v)
     return s if len(s) <= width else s[: width - 3] + "..."
+
+
+def _defaults(config: Any) -> dict[str, Any]:
+    """The flattened defaults of a config dataclass (empty for mappings or classes without full defaults)."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return {}
+    try:
+        return dict(_flatten(config_to_dict(type(config)())))
+    except TypeError:
+        return {}
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if not isinstance(d, dict):
+        return [(prefix, d)]
+    return [kv for k, v in d.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else k)]
+
+
+def _new_default(d: tuple[str, Any, Any], defaults: dict[str, Any]) -> bool:
+    key, old, new = d
+    return old is _ABSENT and key in defaults and defaults[key] == new
 
 
 def _ignored(key: str, ignore: Iterable[str]) -> bool:
@@ -108,7 +134,9 @@ class RunDir:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{saved} is not valid JSON ({e}); fix or delete it, or use a new run name") from e
             diff = _diff(old, cfg)
-            blocking = [d for d in diff if not _ignored(d[0], ignore)]
+            # a field added to the config after the run was made: the run used its default behaviour
+            defaults = _defaults(config)
+            blocking = [d for d in diff if not _ignored(d[0], ignore) and not _new_default(d, defaults)]
             if blocking:
                 shown = ", ".join(f"{k} ({_short(a)} -> {_short(b)})" for k, a, b in blocking[:5])
                 more = f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
