@@ -4,7 +4,8 @@ sampler noise), same actor, same return (sum of discounted rewards over H steps)
 peak memory per gradient step and the cosine similarity of the two gradients.
 
     python bench/bptt_vs_dmo.py --wm runs/pusht-cpu/wm --local runs/local-tiny-72k/local.safetensors \\
-        --reward runs/pusht-cpu/reward/reward.safetensors --store runs/pusht-cpu/data/play --horizons 2 4 8 16
+        --reward runs/pusht-cpu/reward/reward.safetensors --store runs/pusht-cpu/data/play --horizons 2 4 8 16 \\
+        --json runs/bptt_vs_dmo.json    # the rows as JSON too, for `worldgrad compare --bptt-json`
 
 Each (method, H) runs in a fresh process, so peak memory (max RSS on a CPU, max allocated on a GPU) is its own.
 """
@@ -120,6 +121,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--out", default="/tmp")
+    p.add_argument("--json", default=None, help="also write the table's rows to this JSON file")
     p.add_argument("--method", default=None, help=argparse.SUPPRESS)
     p.add_argument("--horizon", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -132,6 +134,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     base = [sys.executable, __file__, "--wm", args.wm, "--local", args.local, "--reward", args.reward,
             "--store", args.store, "--batch", str(args.batch), "--reps", str(args.reps), "--out", args.out]  # fmt: skip
+    rows = []
     for h in args.horizons:
         res = {}
         for method in ("bptt", "dmo"):
@@ -150,6 +153,12 @@ def main() -> None:
         mem_ratio = b["peak_mib"] / max(d["peak_mib"], 1)
         print(f"| {h} | {b['time_s']:.2f} s | {d['time_s']:.2f} s | {b['time_s'] / d['time_s']:.1f}x "
               f"| {b['peak_mib']:.0f} | {d['peak_mib']:.0f} | {mem_ratio:.1f}x | {cos:.3f} |")  # fmt: skip
+        rows.append({"horizon": h, "bptt_time_s": b["time_s"], "dmo_time_s": d["time_s"],
+                     "bptt_peak_mib": b["peak_mib"], "dmo_peak_mib": d["peak_mib"], "cosine": cos})  # fmt: skip
+    if args.json:
+        device = "cuda" if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "batch": args.batch, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,12 @@ def _pipeline() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     return PipelineConfig, PRESETS, run_pipeline
 
 
+def _compare() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.eval.compare import PRESETS, CompareConfig, run_compare
+
+    return CompareConfig, PRESETS, run_compare
+
+
 COMMANDS: dict[str, Command] = {
     "collect": Command("record play data on the real system with a scripted operator", _collect),
     "import-lerobot": Command("import real-robot recordings in the LeRobot v2.x layout", _import_lerobot),
@@ -133,6 +139,7 @@ COMMANDS: dict[str, Command] = {
     "train-ppo": Command("PPO baseline: an image policy trained with PPO inside the global world model", _train_ppo),
     "train-bc": Command("behaviour-cloning baseline: ACT on the intent-on segments of play data", _train_bc),
     "pipeline": Command("the main job: every stage end to end, reusing finished stages", _pipeline),
+    "compare": Command("DMO-SAPO vs No Diffusion vs PPO: matched budgets and seeds, one report", _compare),
 }
 
 
