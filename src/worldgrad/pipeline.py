@@ -85,7 +85,9 @@ class PipelineConfig:
     """open-loop rollouts of the world-model fidelity check on the held-out recordings"""
     wm_eval_horizon: int = 60
     """steps of each open-loop rollout (60 = 12 s at 5 Hz; needs held-out episodes of 4 + horizon frames)"""
-    local: TrainLocalConfig = field(default_factory=lambda: replace(TrainLocalConfig(), steps=200, eval_every=100))
+    local: TrainLocalConfig = field(
+        default_factory=lambda: replace(TRAIN_LOCAL_PRESETS["tiny"], steps=200, eval_every=100)
+    )
     """local RSSM pretraining (store, runs, name and image size are set by the pipeline)"""
     policy: TrainPolicyConfig = field(default_factory=lambda: TINY_POLICY)
     """DMO-SAPO (paths and name are set by the pipeline; its final policy is evaluated with the reference ones)"""

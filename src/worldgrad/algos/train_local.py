@@ -50,11 +50,14 @@ class TrainLocalConfig:
     """CPU threads for torch (0: torch's default)"""
 
 
+# tiny and cpu use GroupNorm in the convolutions: with DreamerV3's per-pixel channel norm the model learned
+# Push-T's small objects far more slowly (cpu preset: val recon 25.3 vs 39.8 at 1,000 steps; the channel-norm
+# model still drew no agent after 9,000 steps). paper keeps DreamerV3's norm.
 PRESETS: dict[str, TrainLocalConfig] = {
-    "tiny": TrainLocalConfig(),
+    "tiny": TrainLocalConfig(model=RSSMConfig(conv_norm="group")),
     "cpu": TrainLocalConfig(
         name="local-cpu", store=Path("runs/pusht-cpu/data/play"), steps=6000, eval_every=500,
-        model=RSSMConfig(cnn_depth=16, deter=256, hidden=256, stoch=32, classes=16),
+        model=RSSMConfig(cnn_depth=16, deter=256, hidden=256, stoch=32, classes=16, conv_norm="group"),
     ),
     # DreamerV3 (v1) size S
     "paper": TrainLocalConfig(
