@@ -18,7 +18,7 @@ from worldgrad.data.collect import CollectConfig, collect
 from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore, StoreError
 from worldgrad.envs.pusht import PushTConfig, render_goal_image
-from worldgrad.eval.local import EvalLocalConfig, evaluate_local
+from worldgrad.eval.local import EvalLocalConfig, evaluate_local, feature_probe
 from worldgrad.models.encoders import ConvEncoderConfig
 from worldgrad.models.reward import RewardModelConfig
 from worldgrad.models.rssm import (
@@ -182,6 +182,7 @@ def test_train_local_resume_eval_and_finetune(store_path, tmp_path):
                                          out=tmp_path / "ev", rollouts=3, horizon=6, horizons=(1, 6), device="cpu"),
                          progress=False)  # fmt: skip
     assert set(out["model"]) == {1, 6} and (tmp_path / "ev" / "strip.png").exists()
+    assert set(out["probe"]) == {"agent", "t"} and "R^2" in (tmp_path / "ev" / "fidelity.md").read_text()
     frames = torch.randint(0, 256, (2, 5, SIZE, SIZE, 3), dtype=torch.uint8)
     pred = predict_open_loop(model, frames, torch.zeros(2, 5, 2), context=3)
     assert pred.shape == (2, 2, SIZE, SIZE, 3) and pred.dtype == np.uint8
@@ -198,3 +199,17 @@ def test_missing_reward_label_is_a_clear_error(tmp_path):
             progress=False)  # fmt: skip
     with pytest.raises(StoreError, match="labelling command"):
         train_local(TrainLocalConfig(store=out, runs=tmp_path, model=CFG, steps=1, seq_len=8), progress=False)
+
+
+def test_feature_probe_finds_linear_information_and_not_noise():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(600, 20))
+    groups = np.repeat(np.arange(30), 20)
+    target = feats[:, :2] @ np.array([[3.0, 0.5], [-1.0, 2.0]]) + 100.0
+    target[5] = np.nan  # an object the segmentation missed: dropped, not fitted
+    carried = feature_probe(feats, target, groups)
+    assert carried["r2"] > 0.99 and carried["median_err"] < 0.5 and carried["n_train"] + carried["n_test"] == 599
+    noise = feature_probe(rng.normal(size=(600, 20)), target, groups)
+    assert noise["r2"] < 0.2
+    with pytest.raises(ValueError, match="at least 3 groups"):
+        feature_probe(feats, target, np.zeros(600))
