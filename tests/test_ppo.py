@@ -8,6 +8,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+import helpers
 from worldgrad.algos.ppo import AgentConfig, MLPAgent, PPOConfig, PPORunner, gae, make_agent, ppo_loss
 
 
@@ -166,26 +167,8 @@ def test_runner_refuses_next_step_autoreset():
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     """A 16x16 Push-T store, a 2-step world model and a 2-step reward model (no real data needed)."""
-    from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
-    from worldgrad.algos.train_wm import TrainWMConfig, train_wm
-    from worldgrad.data.collect import CollectConfig, collect
-    from worldgrad.envs.pusht import PushTConfig, render_goal_image
-    from worldgrad.models.diffusion import DenoiserConfig
-    from worldgrad.models.encoders import ConvEncoderConfig
-    from worldgrad.models.reward import RewardModelConfig
-
-    root, size = tmp_path_factory.mktemp("world"), 16
-    pusht = PushTConfig(image_size=size, max_episode_steps=5)
-    store = root / "play"
-    collect(CollectConfig(out=store, operator="pusher", frames=120, episode_len=60, pusht=pusht), progress=False)
-    wm = DenoiserConfig(image_size=size, channels=(8, 8, 16), depths=(1, 1, 1), cond_dim=32)
-    train_wm(TrainWMConfig(store=store, runs=root, name="wm", model=wm, steps=2, eval_every=2, batch_size=2,
-                           strip_horizon=2, device="cpu"), progress=False)  # fmt: skip
-    rm = RewardModelConfig(image_size=size, encoder=ConvEncoderConfig(depth=4, out_dim=8))
-    rpath = train_reward(TrainRewardConfig(store=store, runs=root, name="r", steps=2, eval_every=2, batch_size=4,
-                                           norm_frames=32, max_window=20, device="cpu", model=rm),
-                         render_goal_image(pusht), progress=False)["path"]  # fmt: skip
-    return {"root": root, "store": store, "wm": root / "wm", "reward": rpath, "pusht": pusht}
+    root = tmp_path_factory.mktemp("world")
+    return {"root": root, **helpers.tiny_world(root)}
 
 
 def _ppo_cfg(world, **kw):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import tiny_world
 from worldgrad.algos.dmo import decoupled, grads_finite
 from worldgrad.algos.sapo import (
     Actor,
@@ -357,34 +358,12 @@ def test_dmo_equals_bptt_with_the_rssm_as_forward_and_backward_model():
 
 def test_train_policy_with_the_rssm_exports_a_deployable_policy(tmp_path):
     from worldgrad.algos.dmo_sapo import SAPOConfig
-    from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
-    from worldgrad.algos.train_local import TrainLocalConfig, train_local
     from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy_from_files
-    from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
-    from worldgrad.algos.train_wm import TrainWMConfig, train_wm
-    from worldgrad.data.collect import CollectConfig, collect
-    from worldgrad.envs.pusht import PushTConfig, render_goal_image
-    from worldgrad.models.diffusion import DenoiserConfig
-    from worldgrad.models.encoders import ConvEncoderConfig
-    from worldgrad.models.reward import RewardModelConfig
-    from worldgrad.models.rssm import RSSMConfig
     from worldgrad.policy import ImagePolicy
 
-    size = 16
-    store = tmp_path / "play"
-    pusht = PushTConfig(image_size=size, max_episode_steps=5)
-    collect(CollectConfig(out=store, operator="pusher", frames=200, episode_len=100, pusht=pusht), progress=False)
-    wm = DenoiserConfig(image_size=size, channels=(8, 8, 16), depths=(1, 1, 1), cond_dim=32)
-    train_wm(TrainWMConfig(store=store, runs=tmp_path, name="wm", model=wm, steps=2, eval_every=2, batch_size=2,
-                           strip_horizon=2, device="cpu"), progress=False)  # fmt: skip
-    rm = RewardModelConfig(image_size=size, encoder=ConvEncoderConfig(depth=4, out_dim=8))
-    rpath = train_reward(TrainRewardConfig(store=store, runs=tmp_path, name="r", steps=2, eval_every=2, batch_size=4,
-                                           norm_frames=32, max_window=20, device="cpu", model=rm),
-                         render_goal_image(pusht), progress=False)["path"]  # fmt: skip
-    label_store(LabelRewardConfig(reward=rpath, store=store))
-    lcfg = RSSMConfig(image_size=size, cnn_depth=4, deter=16, hidden=16, stoch=3, classes=4)
-    lpath = train_local(TrainLocalConfig(store=store, runs=tmp_path, name="l", model=lcfg, steps=2, batch_size=2,
-                                         seq_len=8, eval_every=2, device="cpu"), progress=False)["path"]  # fmt: skip
+    world = tiny_world(tmp_path)
+    store, rpath, lpath, pusht = world["store"], world["reward"], world["local"], world["pusht"]
+    size = pusht.image_size
     sapo = SAPOConfig(horizon=2, critic_iterations=1, critic_minibatches=1, actor_hidden=(8,), critic_hidden=(8,))
     cfg = TrainPolicyConfig(wm=tmp_path / "wm", reward=rpath, local=lpath, store=store, runs=tmp_path, name="p",
                             sapo=sapo, num_envs=2, max_episode_len=4, iterations=2, eval_every=2, eval_episodes=1,
