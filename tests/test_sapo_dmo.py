@@ -228,6 +228,32 @@ def test_imagine_window_trains_the_actor_only_and_records_forward_values():
     temperature_update(agent, window, opts["alpha"])
 
 
+def test_action_scale_bounds_what_the_world_and_the_deployed_policy_see():
+    from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, imagine_window
+    from worldgrad.policy import ImagePolicy
+
+    torch.manual_seed(0)
+    local = ToyRSSM().requires_grad_(False)
+    agent = Agent(16, 2, SAPOConfig(horizon=3, actor_hidden=(16,), action_scale=0.25))
+    with torch.no_grad():
+        agent.actor.net[-1].bias.fill_(5.0)  # push the squashed mean to ~1: saturated without the scale
+    seen = []
+
+    def step_world(action):
+        seen.append(action)
+        return torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    state = local.observe_step(local.initial_state(3), torch.zeros(3, 2), local.encode(frames))
+    _, window, _, _ = imagine_window(agent, local, step_world, lambda f: f.float().mean((1, 2, 3)), state, frames, 3)
+    acts = torch.stack(seen)
+    assert acts.abs().max() <= 0.25 and acts.abs().max() > 0.2 and torch.equal(window.actions, acts)
+    policy = ImagePolicy(local, agent.actor, action_scale=0.25)
+    policy.reset(0)
+    out = policy.act(np.zeros((8, 8, 3), np.uint8))
+    assert np.abs(out).max() <= 0.25 and np.abs(out).max() > 0.2
+
+
 def test_no_diffusion_window_imagines_with_the_local_model_alone():
     from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, imagine_window
 

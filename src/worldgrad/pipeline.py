@@ -105,7 +105,10 @@ PRESETS: dict[str, PipelineConfig] = {
         preset="cpu", name="pusht-cpu", play_frames=72_000, heldout_frames=6_000, episode_len=1000,
         eval_episodes=50, eval_videos=4, reward=TRAIN_REWARD_PRESETS["cpu"], wm=TRAIN_WM_PRESETS["cpu"],
         wm_eval_rollouts=64, local=TRAIN_LOCAL_PRESETS["cpu"],
-        policy=replace(TrainPolicyConfig(), iterations=2000, eval_every=250, eval_episodes=20, num_envs=16),
+        # action_scale 0.5: with the full range the policy saturated its actions (mean |a| 1.27 vs 0.29 in the
+        # play data) and exploited the world model; 0.5 per axis covers 87 % of the play data's actions
+        policy=replace(TrainPolicyConfig(), iterations=2000, eval_every=250, eval_episodes=20, num_envs=16,
+                       sapo=replace(SAPOConfig(), action_scale=0.5)),
     ),
     # Sized like the paper (4 h of play at 5 Hz), for a GPU.
     "paper": PipelineConfig(

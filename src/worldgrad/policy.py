@@ -22,10 +22,15 @@ class ImagePolicy:
         actor: the SAPO actor over the local model's features.
         name: shown in evaluation tables.
         deterministic: act with the mode of the tanh-Gaussian (the usual choice at deployment).
+        action_scale: the actor's squashed output times this is the action (as in training).
     """
 
-    def __init__(self, local: Any, actor: torch.nn.Module, name: str = "policy", deterministic: bool = True) -> None:
+    def __init__(
+        self, local: Any, actor: torch.nn.Module, name: str = "policy", deterministic: bool = True,
+        action_scale: float = 1.0,
+    ) -> None:  # fmt: skip
         self.local, self.actor, self.name, self.deterministic = local, actor, name, deterministic
+        self.action_scale = action_scale
         self.device = next(actor.parameters()).device
         self.action_dim = int(actor.net[-1].out_features // 2)  # type: ignore[index]
         self._state: Any = None
@@ -45,7 +50,7 @@ class ImagePolicy:
             raise ValueError(f"ImagePolicy.act wants one uint8 (H, W, 3) frame, got {tuple(obs.shape)} {obs.dtype}")
         self._state = self.local.observe_step(self._state, self._last, self.local.encode(frame))
         dist = self.actor(self.local.features(self._state))
-        action = dist.mode() if self.deterministic else dist.rsample().action
+        action = self.action_scale * (dist.mode() if self.deterministic else dist.rsample().action)
         self._last = action
         return action[0].cpu().numpy().astype(np.float32)
 
@@ -68,4 +73,5 @@ class ImagePolicy:
         sapo = config_from_dict(SAPOConfig, state["sapo"])
         actor = Actor(local.feature_dim, local.cfg.action_dim, sapo.actor_hidden).to(device)
         actor.load_state_dict(state["actor"])
-        return cls(local.eval(), actor.eval(), name=f"policy:{path}", deterministic=deterministic)
+        return cls(local.eval(), actor.eval(), name=f"policy:{path}", deterministic=deterministic,
+                   action_scale=sapo.action_scale)  # fmt: skip

@@ -95,6 +95,9 @@ class SAPOConfig:
     critic_minibatches: int = 4
     actor_hidden: tuple[int, ...] = (128, 64, 32)
     critic_hidden: tuple[int, ...] = (64, 64)
+    action_scale: float = 1.0
+    """actions are action_scale * tanh(u): bounds the policy to the range of actions the play data covers, where
+    the world model can be trusted (a policy with saturated actions far outside it exploits the model)"""
 
 
 class Agent(nn.Module):
@@ -169,19 +172,20 @@ def imagine_window(
     for _ in range(horizon):
         dist = agent.actor(local.features(latent))
         sample = dist.rsample()
+        action = cfg.action_scale * sample.action  # what the environment (and the local model) sees
         entropy = dist.entropy_mc()
         if step_world is None:
-            latent = local.step_prior(latent, sample.action, sample=True)
+            latent = local.step_prior(latent, action, sample=True)
             feat = local.features(latent)
             rewards.append(local.reward(feat))
             r_global = rewards[-1].detach()
             fwd_state = detach_state(latent)
         else:
             with torch.no_grad():
-                frame = step_world(sample.action.detach())
+                frame = step_world(action.detach())
                 r_global = reward_fn(frame).float()
-                fwd_state = local.observe_step(fwd_state, sample.action.detach(), local.encode(frame))
-            latent = decouple_state(local.step_prior(latent, sample.action), fwd_state)
+                fwd_state = local.observe_step(fwd_state, action.detach(), local.encode(frame))
+            latent = decouple_state(local.step_prior(latent, action), fwd_state)
             feat = local.features(latent)
             rewards.append(decoupled(local.reward(feat), r_global))
         bonus.append(alpha * scaled_entropy(entropy, agent.target))
@@ -190,7 +194,7 @@ def imagine_window(
         feats.append(feat.detach())
         if step_world is not None:
             frames.append(frame)
-        actions.append(sample.action.detach())
+        actions.append(action.detach())
     bootstrap = agent.critic(local.features(latent)).mean(0)
     ret = soft_return(torch.stack(rewards), torch.stack(bonus), bootstrap, cfg.gamma)
     loss = -(ret / horizon).mean()
