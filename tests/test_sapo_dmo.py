@@ -279,26 +279,10 @@ def test_no_diffusion_window_imagines_with_the_local_model_alone():
 def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
     from worldgrad.algos.dmo_sapo import SAPOConfig
     from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy
-    from worldgrad.algos.train_reward import TrainRewardConfig, train_reward
-    from worldgrad.algos.train_wm import TrainWMConfig, train_wm
-    from worldgrad.data.collect import CollectConfig, collect
-    from worldgrad.envs.pusht import PushTConfig, render_goal_image
-    from worldgrad.models.diffusion import DenoiserConfig
-    from worldgrad.models.encoders import ConvEncoderConfig
-    from worldgrad.models.reward import RewardModelConfig
     from worldgrad.runtime.metrics import read_metrics
 
-    size = 16
-    store = tmp_path / "play"
-    ccfg = CollectConfig(out=store, operator="pusher", frames=200, episode_len=100, pusht=PushTConfig(image_size=size))
-    collect(ccfg, progress=False)
-    wm = DenoiserConfig(image_size=size, channels=(8, 8, 16), depths=(1, 1, 1), cond_dim=32)
-    train_wm(TrainWMConfig(store=store, runs=tmp_path, name="wm", model=wm, steps=2, eval_every=2, batch_size=2,
-                           strip_horizon=2, device="cpu"), progress=False)  # fmt: skip
-    rm = RewardModelConfig(image_size=size, encoder=ConvEncoderConfig(depth=4, out_dim=8))
-    rpath = train_reward(TrainRewardConfig(store=store, runs=tmp_path, name="r", steps=2, eval_every=2, batch_size=4,
-                                           norm_frames=32, max_window=20, device="cpu", model=rm),
-                         render_goal_image(PushTConfig(image_size=size)), progress=False)["path"]  # fmt: skip
+    world = tiny_world(tmp_path)
+    store, rpath, size = world["store"], world["reward"], world["pusht"].image_size
     torch.manual_seed(0)
     local = ToyRSSM(size=size)
     calls = []

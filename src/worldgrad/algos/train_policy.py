@@ -167,8 +167,8 @@ def train_policy(
     t0, result = time.perf_counter(), {}
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
                disable=not progress)  # fmt: skip
+    step_world = engine.step if cfg.forward == "global" else None
     for it in bar:
-        step_world = engine.step if cfg.forward == "global" else None
         loss, window, state, frame = imagine_window(
             agent, local, step_world, lambda f: reward(f, envs.start), envs.state, envs.frame, h
         )

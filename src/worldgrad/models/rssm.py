@@ -14,6 +14,7 @@ with free bits (each term clipped below at 1 nat per step before averaging).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -50,7 +51,7 @@ class RSSMConfig:
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
             raise ValueError(f"RSSM image size must be a power of two >= 8, got {self.image_size}")
-        if self.conv_norm not in ("channel", "group", "none"):
+        if self.conv_norm not in _CONV_NORMS:
             raise ValueError(f"RSSM conv_norm must be channel, group or none, got {self.conv_norm!r}")
 
 
@@ -157,14 +158,12 @@ class ChannelNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def _conv_norm(kind: str, c: int) -> nn.Module:
-    if kind == "channel":
-        return ChannelNorm(c)
-    if kind == "group":
-        return nn.GroupNorm(min(8, c), c)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"RSSM conv_norm must be channel, group or none, got {kind!r}")
+_CONV_NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "channel": ChannelNorm,
+    "group": lambda c: nn.GroupNorm(min(8, c), c),
+    "none": lambda c: nn.Identity(),
+}
+"""norm after each conv by ``RSSMConfig.conv_norm`` (which is checked against these names)"""
 
 
 class RSSM(nn.Module):
@@ -178,7 +177,7 @@ class RSSM(nn.Module):
         enc: list[nn.Module] = []
         c_in = 3
         for c in chans:
-            enc += [nn.Conv2d(c_in, c, 4, 2, 1), _conv_norm(cfg.conv_norm, c), nn.SiLU()]
+            enc += [nn.Conv2d(c_in, c, 4, 2, 1), _CONV_NORMS[cfg.conv_norm](c), nn.SiLU()]
             c_in = c
         self.encoder = nn.Sequential(*enc, nn.Flatten())
         self.embed_dim = chans[-1] * 16
@@ -193,7 +192,7 @@ class RSSM(nn.Module):
         for c_hi, c_lo in zip(chans[::-1], [*chans[::-1][1:], 3], strict=True):
             dec.append(nn.ConvTranspose2d(c_hi, c_lo, 4, 2, 1))
             if c_lo != 3:
-                dec += [_conv_norm(cfg.conv_norm, c_lo), nn.SiLU()]
+                dec += [_CONV_NORMS[cfg.conv_norm](c_lo), nn.SiLU()]
         self.decoder = nn.Sequential(*dec)
         self.reward_head = nn.Sequential(_dense(self.feature_dim, cfg.hidden), nn.Linear(cfg.hidden, cfg.reward_bins))
         nn.init.zeros_(self.reward_head[-1].weight)  # predicts 0 at init (DreamerV3)

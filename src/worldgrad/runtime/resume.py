@@ -120,16 +120,17 @@ def resume_or_start(
     if found is None:
         return 0, {}
     path, state = found
-    for group, objects in (("modules", modules), ("optimizers", optimizers)):
-        for name in set(objects) & set(optional) - set(state[group]):
+    missing = {group: set(objects) & set(optional) - set(state[group])
+               for group, objects in (("modules", modules), ("optimizers", optimizers))}  # fmt: skip
+    for group, names in missing.items():
+        for name in names:
             warnings.warn(f"checkpoint {path} has no {group[:-1]} {name!r}; it starts from its current state",
                           CheckpointWarning, stacklevel=2)  # fmt: skip
     for name, module in modules.items():
-        if name in optional and name not in state["modules"]:
-            continue
-        _load_module(path, name, module, _entry(path, state, "modules", name))
+        if name not in missing["modules"]:
+            _load_module(path, name, module, _entry(path, state, "modules", name))
     for name, opt in optimizers.items():
-        if name in optional and name not in state["optimizers"]:
+        if name in missing["optimizers"]:
             continue
         saved = _entry(path, state, "optimizers", name)
         try:
