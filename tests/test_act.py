@@ -181,6 +181,23 @@ def test_loader_uses_only_intent_on_frames(tmp_path):
     assert stats[0][0] < 0.5 and stats[1].shape == (3,)
 
 
+def test_history_ends_at_the_frame_and_pads_the_episode_start(tmp_path):
+    from helpers import make_store
+
+    store = make_store(tmp_path / "s", [30])  # frame t: green = t; action t: (0, t / 1000); intent every 3rd
+    data = ChunkDataset(store, chunk=1, split="all")
+    index = np.flatnonzero(np.isin(data.t, [0, 3, 27]))
+    frames, actions = data.history(index, 5)
+    assert frames.shape == (3, 5, 8, 8, 3) and actions.shape == (3, 4, 2) and actions.dtype == np.float32
+    np.testing.assert_array_equal(frames[2, :, 0, 0, 1], [23, 24, 25, 26, 27])
+    np.testing.assert_allclose(actions[2, :, 1], np.arange(23, 27) / 1000)
+    np.testing.assert_array_equal(frames[1, :, 0, 0, 1], [0, 0, 1, 2, 3])  # frame 0 repeated
+    np.testing.assert_allclose(actions[1, :, 1], [0.0, 0.0, 0.001, 0.002])  # nothing between the copies
+    assert (frames[0, :, 0, 0, 1] == 0).all() and (actions[0] == 0).all()
+    with pytest.raises(ValueError, match="history length"):
+        data.history(index, 0)
+
+
 def test_store_without_intent_is_a_one_line_error(tmp_path, capsys):
     from worldgrad import cli
 

@@ -26,6 +26,7 @@ from worldgrad.models.rssm import (
     RSSMConfig,
     categorical_kl,
     kl_balance,
+    motion_weights,
     straight_through_sample,
     symexp,
     symlog,
@@ -69,6 +70,31 @@ def test_shapes_of_the_api():
     torch.testing.assert_close(post.stoch.view(3, 4, 4).sum(-1), torch.ones(3, 4))
     assert set(post.stoch.detach().round(decimals=5).unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(s.stoch.view(3, 4, 4).sum(-1), torch.ones(3, 4))
+
+
+def test_motion_weights_single_out_what_moved():
+    frames = torch.zeros(1, 3, 4, 4, 3)
+    frames[0, 1, 0, 0] = 1.0  # a pixel lights up at t = 1, and goes dark again at t = 2
+    frames[0, :, 3, 3, 2] = 0.7  # a static coloured pixel
+    w = motion_weights(frames, 10.0)
+    assert w.shape == (1, 3, 4, 4, 1)
+    assert (w[0, 0] == 1).all()  # nothing to compare the first frame with
+    assert w[0, 1, 0, 0, 0] == 11.0 and w[0, 2, 0, 0, 0] == 11.0 and w[0, 1:, 3, 3, 0].eq(1).all()
+    assert w.sum() == 48 + 20
+    # the weighted loss counts a missed moving pixel ten times more; the logged reconstruction stays unweighted
+    torch.manual_seed(0)
+    seq = torch.zeros(2, 4, SIZE, SIZE, 3, dtype=torch.uint8)
+    for t in range(4):
+        seq[:, t, 2 + 3 * t, 5] = 255  # a dot that moves: all the decoder's error on it is motion-weighted
+    acts, rew = torch.zeros(2, 4, 2), torch.zeros(2, 4)
+    plain, moving = RSSM(CFG), RSSM(dataclasses.replace(CFG, motion_weight=10.0))
+    moving.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    loss_p, logs_p, _ = plain.loss(seq, acts, rew)
+    torch.manual_seed(1)
+    loss_m, logs_m, _ = moving.loss(seq, acts, rew)
+    torch.testing.assert_close(logs_m["recon"], logs_p["recon"])
+    assert loss_m > loss_p
 
 
 def test_unknown_conv_norm_is_a_clear_error():

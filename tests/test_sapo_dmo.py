@@ -325,6 +325,58 @@ def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
     assert nodiff["samples"] == 4 * 3 * 2 and len(calls) == n_calls  # no fine-tuning without generated frames
 
 
+def test_behaviour_prior_is_zero_at_the_demonstrated_action_and_pulls_the_mode_toward_it():
+    from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, bc_loss
+
+    torch.manual_seed(0)
+    agent = Agent(6, 2, SAPOConfig(actor_hidden=(16,), action_scale=0.5))
+    feats = torch.randn(32, 6)
+    with torch.no_grad():
+        own = 0.5 * agent.actor(feats).mode()
+    assert bc_loss(agent, feats, own).item() < 1e-10  # the actor's own (scaled) mode costs nothing
+    # beyond the scaled range the target is clipped inside (-1, 1): finite, and the mode is pulled to the edge
+    far = torch.full((32, 2), 3.0)
+    opt = torch.optim.Adam(agent.actor.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(200):
+        loss = bc_loss(agent, feats, far)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and losses[-1] < 0.05 * losses[0]
+    assert (agent.actor(feats).mode() > 0.9).all()
+
+
+def test_behaviour_prior_alone_clones_the_operator(tmp_path):
+    from dataclasses import replace
+
+    from worldgrad.algos.dmo_sapo import SAPOConfig
+    from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy
+    from worldgrad.runtime.metrics import read_metrics
+
+    world = tiny_world(tmp_path)
+    torch.manual_seed(0)
+    local = ToyRSSM(size=world["pusht"].image_size)
+    sapo = SAPOConfig(horizon=2, critic_iterations=1, critic_minibatches=1, actor_hidden=(16,), critic_hidden=(8,),
+                      bc_weight=1.0, bc_batch=256, bc_history=3, policy_gradient=False, actor_lr=1e-2)  # fmt: skip
+    cfg = TrainPolicyConfig(wm=world["wm"], reward=world["reward"], store=world["store"], runs=tmp_path, name="bc",
+                            sapo=sapo, num_envs=2, iterations=40, eval_every=40, device="cpu")  # fmt: skip
+    train_policy(cfg, local, 16, None, None, progress=False)
+    bc = [x["policy/bc_loss"] for x in read_metrics(tmp_path / "bc" / "metrics.jsonl") if "policy/bc_loss" in x]
+    assert len(bc) == 40 and np.mean(bc[-5:]) < 0.7 * np.mean(bc[:5])
+    # no intent-on frame in the store: a one-line error that says what to collect
+    from worldgrad.data.store import EpisodeStore, StoreError
+
+    src = EpisodeStore.open(world["store"])
+    bare = EpisodeStore.create(tmp_path / "bare", src.meta)
+    for k in src.keys():
+        ep = src.episode(k)
+        bare.append(k, np.asarray(ep.frames), np.asarray(ep.actions), np.zeros(len(ep), bool))
+    with pytest.raises(StoreError, match="no intent-on frames"):
+        train_policy(replace(cfg, store=tmp_path / "bare", name="bare"), local, 16, None, None, progress=False)
+
+
 def replace_iterations(cfg, n):
     from dataclasses import replace
 

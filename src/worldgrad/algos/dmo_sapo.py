@@ -98,6 +98,16 @@ class SAPOConfig:
     action_scale: float = 1.0
     """actions are action_scale * tanh(u): bounds the policy to the range of actions the play data covers, where
     the world model can be trusted (a policy with saturated actions far outside it exploits the model)"""
+    bc_weight: float = 0.0
+    """weight of a behaviour prior (TD3+BC-style, not in the paper): squared error between the actor's mode and
+    the operator's action on intent-on play frames, filtered by the local model. 0 is the paper's method"""
+    bc_batch: int = 64
+    """play frames per behaviour-prior term"""
+    bc_history: int = 8
+    """frames the local model filters before each of them"""
+    policy_gradient: bool = True
+    """False drops the return from the actor's loss, leaving the behaviour prior alone (the control that shows
+    what the policy gradient adds to it)"""
 
 
 class Agent(nn.Module):
@@ -204,6 +214,13 @@ def imagine_window(
         actions=torch.stack(actions), global_rewards=torch.stack(g_rewards), entropy=torch.stack(entropies),
     )  # fmt: skip
     return loss, window, detach_state(fwd_state), frame
+
+
+def bc_loss(agent: Agent, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Behaviour prior: mean squared error between the actor's mode and demonstrated actions (B, A), the
+    actions mapped into the actor's squashed range (divided by ``action_scale``, clipped inside (-1, 1))."""
+    target = (actions / agent.cfg.action_scale).clamp(-0.99, 0.99)
+    return ((agent.actor(features).mode() - target) ** 2).sum(-1).mean()
 
 
 def critic_targets(agent: Agent, window: Window) -> torch.Tensor:

@@ -20,7 +20,16 @@ import torch
 from tqdm import tqdm
 
 from worldgrad.algos.dmo import grads_finite
-from worldgrad.algos.dmo_sapo import Agent, LocalModel, SAPOConfig, critic_update, imagine_window, temperature_update
+from worldgrad.algos.dmo_sapo import (
+    Agent,
+    LocalModel,
+    SAPOConfig,
+    bc_loss,
+    critic_update,
+    imagine_window,
+    temperature_update,
+)
+from worldgrad.data.chunks import ChunkDataset
 from worldgrad.data.store import EpisodeStore
 from worldgrad.imagine.rollout import StoreContexts, WorldModelRollout
 from worldgrad.runtime.metrics import MetricsLogger
@@ -114,6 +123,29 @@ class ImaginedEnvs:
         self.age[ids] = 0
 
 
+class Demonstrations:
+    """The behaviour prior's data: intent-on play frames of the store with the operator's actions, each
+    filtered by the local model over the frames before it (the features the actor sees there)."""
+
+    def __init__(self, store: EpisodeStore, local: LocalModel[Any], cfg: SAPOConfig, device: torch.device) -> None:
+        self.data = ChunkDataset(store, chunk=1, split="all").require("behaviour prior's")
+        self.local, self.cfg, self.device = local, cfg, device
+
+    def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (B, F) without gradient, actions (B, A))."""
+        index = rng.integers(0, len(self.data), size=self.cfg.bc_batch)
+        frames, prev = self.data.history(index, self.cfg.bc_history)
+        target = self.data.gather(index).actions[:, 0]
+        frames_t, prev_t = torch.as_tensor(frames, device=self.device), torch.as_tensor(prev, device=self.device)
+        with torch.no_grad():
+            state = self.local.initial_state(len(index))
+            for k in range(frames.shape[1]):
+                act = torch.zeros_like(prev_t[:, 0]) if k == 0 else prev_t[:, k - 1]
+                state = self.local.observe_step(state, act, self.local.encode(frames_t[:, k]))
+            feats = self.local.features(state)
+        return feats, torch.as_tensor(target, device=self.device)
+
+
 def train_policy(
     cfg: TrainPolicyConfig,
     local: LocalModel[Any],
@@ -168,14 +200,21 @@ def train_policy(
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
                disable=not progress)  # fmt: skip
     step_world = engine.step if cfg.forward == "global" else None
+    demos = Demonstrations(envs.contexts.sampler.store, local, cfg.sapo, device) if cfg.sapo.bc_weight > 0 else None
     for it in bar:
         loss, window, state, frame = imagine_window(
             agent, local, step_world, lambda f: reward(f, envs.start), envs.state, envs.frame, h
         )
+        logs: dict[str, float] = {}
+        actor_loss = loss if cfg.sapo.policy_gradient else 0.0 * loss
+        if demos is not None:
+            bc = bc_loss(agent, *demos.sample(rng))
+            actor_loss = actor_loss + cfg.sapo.bc_weight * bc
+            logs["policy/bc_loss"] = bc.item()
         actor_params = list(agent.actor.parameters())
         optims["actor"].zero_grad(set_to_none=True)
-        loss.backward(inputs=actor_params)  # the local model and the critic get no gradient from the actor loss
-        logs: dict[str, float] = {}
+        # the local model and the critic get no gradient from the actor loss
+        actor_loss.backward(inputs=actor_params)
         if grads_finite(actor_params) and torch.isfinite(loss):
             logs["policy/actor_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(actor_params, cfg.sapo.max_grad_norm))
             optims["actor"].step()

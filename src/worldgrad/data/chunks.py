@@ -114,3 +114,22 @@ class ChunkDataset:
             else:
                 frames.append(np.asarray(ep.frames[t]))
         return ChunkBatch(np.stack(frames), np.stack(actions), np.stack(masks), self.episode[index], self.t[index])
+
+    def history(self, index: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``length`` frames up to each sample's frame t and the actions between them, for a filter's burn-in.
+
+        Returns frames uint8 (B, length, H, W, 3) ending at t and actions (B, length - 1, A), the action after
+        each frame but the last (the layout of the imagined environments' contexts). The history may reach
+        back before the intent segment (it is only observed, never imitated); near the episode's start the
+        first frame is repeated, with zero actions between the copies.
+        """
+        if length < 1:
+            raise ValueError(f"history length must be >= 1, got {length}")
+        frames, actions = [], []
+        for i in np.asarray(index, dtype=np.int64).tolist():
+            ep, t = self.episodes[self.episode[i]], int(self.t[i])
+            steps = np.arange(t - length + 1, t + 1)
+            frames.append(np.asarray(ep.frames[np.maximum(steps, 0)]))
+            acts = np.asarray(ep.actions[np.maximum(steps[:-1], 0)], dtype=np.float32)
+            actions.append(np.where((steps[:-1] >= 0)[:, None], acts, 0.0).astype(np.float32))
+        return np.stack(frames), np.stack(actions)
