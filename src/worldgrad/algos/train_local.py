@@ -52,17 +52,22 @@ class TrainLocalConfig:
 
 # tiny and cpu use GroupNorm in the convolutions: with DreamerV3's per-pixel channel norm the model learned
 # Push-T's small objects far more slowly (cpu preset: val recon 25.3 vs 39.8 at 1,000 steps; the channel-norm
-# model still drew no agent after 9,000 steps). paper keeps DreamerV3's norm.
+# model still drew no agent after 9,000 steps). paper keeps DreamerV3's norm. All three weight the pixels that
+# moved (motion_weight 20): without it the cpu model never drew the agent (0% of held-out frames) and a linear map
+# from its features to the operator's actions explained nothing (R^2 ~0); with it the agent is drawn on 72% of
+# one-step predictions and that R^2 is 0.5, at the same reward correlation (0.89).
 PRESETS: dict[str, TrainLocalConfig] = {
-    "tiny": TrainLocalConfig(model=RSSMConfig(conv_norm="group")),
+    "tiny": TrainLocalConfig(model=RSSMConfig(conv_norm="group", motion_weight=20.0)),
     "cpu": TrainLocalConfig(
         name="local-cpu", store=Path("runs/pusht-cpu/data/play"), steps=6000, eval_every=500,
-        model=RSSMConfig(cnn_depth=16, deter=256, hidden=256, stoch=32, classes=16, conv_norm="group"),
+        model=RSSMConfig(cnn_depth=16, deter=256, hidden=256, stoch=32, classes=16, conv_norm="group",
+                         motion_weight=20.0),
     ),
     # DreamerV3 (v1) size S
     "paper": TrainLocalConfig(
         name="local-paper", store=Path("runs/pusht-paper/data/play"), steps=100_000, lr=1e-4, seq_len=64,
-        eval_every=5000, model=RSSMConfig(cnn_depth=32, deter=512, hidden=512, stoch=32, classes=32),
+        eval_every=5000,
+        model=RSSMConfig(cnn_depth=32, deter=512, hidden=512, stoch=32, classes=32, motion_weight=20.0),
     ),
 }  # fmt: skip
 
