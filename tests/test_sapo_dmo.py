@@ -377,6 +377,29 @@ def test_behaviour_prior_alone_clones_the_operator(tmp_path):
         train_policy(replace(cfg, store=tmp_path / "bare", name="bare"), local, 16, None, None, progress=False)
 
 
+def test_behaviour_pretraining_warm_starts_the_actor_once(tmp_path):
+    from dataclasses import replace
+
+    from worldgrad.algos.dmo_sapo import SAPOConfig
+    from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy
+    from worldgrad.runtime.metrics import read_metrics
+
+    world = tiny_world(tmp_path)
+    torch.manual_seed(0)
+    local = ToyRSSM(size=world["pusht"].image_size)
+    sapo = SAPOConfig(horizon=2, critic_iterations=1, critic_minibatches=1, actor_hidden=(16,), critic_hidden=(8,),
+                      bc_pretrain=40, bc_batch=256, bc_history=3, actor_lr=1e-2)  # fmt: skip
+    cfg = TrainPolicyConfig(wm=world["wm"], reward=world["reward"], store=world["store"], runs=tmp_path, name="pre",
+                            sapo=sapo, num_envs=2, iterations=1, eval_every=1, device="cpu")  # fmt: skip
+    train_policy(cfg, local, 16, None, None, progress=False)
+    train_policy(replace(cfg, iterations=2), local, 16, None, None, progress=False)  # resumes: no second warm start
+    rows = [x for x in read_metrics(tmp_path / "pre" / "metrics.jsonl") if "policy/bc_pretrain_last" in x]
+    assert len(rows) == 1 and rows[0]["step"] == 0
+    assert rows[0]["policy/bc_pretrain_last"] < 0.7 * rows[0]["policy/bc_pretrain_first"]
+    # without a behaviour weight the windows carry no behaviour term
+    assert not any("policy/bc_loss" in x for x in read_metrics(tmp_path / "pre" / "metrics.jsonl"))
+
+
 def replace_iterations(cfg, n):
     from dataclasses import replace
 

@@ -105,6 +105,9 @@ class SAPOConfig:
     """play frames per behaviour-prior term"""
     bc_history: int = 8
     """frames the local model filters before each of them"""
+    bc_pretrain: int = 0
+    """behaviour-prior steps on the actor alone before the first window of a fresh run (DAPG-style warm start:
+    the policy gradient then starts from the operator's behaviour instead of a random actor)"""
     policy_gradient: bool = True
     """False drops the return from the actor's loss, leaving the behaviour prior alone (the control that shows
     what the policy gradient adds to it)"""

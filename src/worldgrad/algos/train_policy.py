@@ -146,6 +146,25 @@ class Demonstrations:
         return feats, torch.as_tensor(target, device=self.device)
 
 
+def pretrain_actor(
+    agent: Agent,
+    demos: Demonstrations,
+    optim: torch.optim.Optimizer,
+    steps: int,
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> tuple[float, float]:
+    """``steps`` behaviour-prior updates of the actor alone; returns the mean loss of the first and last 10."""
+    losses = []
+    for _ in tqdm(range(steps), desc="bc-pretrain", disable=not progress):
+        loss = bc_loss(agent, *demos.sample(rng))
+        optim.zero_grad(set_to_none=True)
+        loss.backward(inputs=list(agent.actor.parameters()))
+        optim.step()
+        losses.append(loss.item())
+    return float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+
+
 def train_policy(
     cfg: TrainPolicyConfig,
     local: LocalModel[Any],
@@ -200,14 +219,18 @@ def train_policy(
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
                disable=not progress)  # fmt: skip
     step_world = engine.step if cfg.forward == "global" else None
-    demos = Demonstrations(envs.contexts.sampler.store, local, cfg.sapo, device) if cfg.sapo.bc_weight > 0 else None
+    use_demos = cfg.sapo.bc_weight > 0 or cfg.sapo.bc_pretrain > 0
+    demos = Demonstrations(envs.contexts.sampler.store, local, cfg.sapo, device) if use_demos else None
+    if demos is not None and start == 0 and cfg.sapo.bc_pretrain > 0:
+        bc_first, bc_last = pretrain_actor(agent, demos, optims["actor"], cfg.sapo.bc_pretrain, rng, progress)
+        logger.log(0, {"policy/bc_pretrain_first": bc_first, "policy/bc_pretrain_last": bc_last})
     for it in bar:
         loss, window, state, frame = imagine_window(
             agent, local, step_world, lambda f: reward(f, envs.start), envs.state, envs.frame, h
         )
         logs: dict[str, float] = {}
         actor_loss = loss if cfg.sapo.policy_gradient else 0.0 * loss
-        if demos is not None:
+        if demos is not None and cfg.sapo.bc_weight > 0:
             bc = bc_loss(agent, *demos.sample(rng))
             actor_loss = actor_loss + cfg.sapo.bc_weight * bc
             logs["policy/bc_loss"] = bc.item()
