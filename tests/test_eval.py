@@ -61,6 +61,27 @@ def test_evaluate_writes_results_and_videos(tmp_path):
     assert again == summaries
 
 
+def test_recorded_evaluation_episodes_replay_exactly_and_are_never_appended_to(tmp_path):
+    from worldgrad.data.store import EpisodeStore, StoreError
+
+    cfg = EvalConfig(policies=("operator:pusher",), episodes=2, videos=0, out=tmp_path, record=True,
+                     pusht=PushTConfig(max_episode_steps=12))  # fmt: skip
+    evaluate(cfg, progress=False)
+    store = EpisodeStore.open(tmp_path / "episodes" / "operator_pusher")
+    assert store.keys() == [f"s{s:09d}" for s in eval_seeds(2)]
+    ep = store.episode(store.keys()[1])
+    assert ep.frames.shape == (12, 64, 64, 3) and ep.actions.shape == (12, 2)
+    # frame t is what the policy saw when it chose action t: replaying the actions reproduces the frames
+    env = PushTEnv(PushTConfig(max_episode_steps=12))
+    obs, _ = env.reset(seed=eval_seeds(2)[1])
+    for t in range(12):
+        np.testing.assert_array_equal(obs, ep.frames[t])
+        obs, *_ = env.step(ep.actions[t])
+    with pytest.raises(StoreError, match="exists from an earlier --record run"):
+        evaluate(cfg, progress=False)
+    assert len(EpisodeStore.open(tmp_path / "episodes" / "operator_pusher")) == 2
+
+
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown policy 'greedy'"):
         make_policy("greedy", PushTEnv())

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldgrad.algos.dmo import decoupled
+from worldgrad.algos.dmo import decoupled, grads_finite
 from worldgrad.algos.sapo import (
     Actor,
     Critic,
@@ -67,13 +67,19 @@ class LocalModel(Protocol[S]):
         ...
 
 
+def map_state(fn: Any, *states: tuple[torch.Tensor, ...]) -> Any:
+    """``fn`` applied field by field across states of one type (a NamedTuple such as the RSSM's, or a plain tuple)."""
+    fields = [fn(*xs) for xs in zip(*states, strict=True)]
+    return type(states[0])(*fields) if hasattr(states[0], "_fields") else tuple(fields)
+
+
 def decouple_state(backward: tuple[torch.Tensor, ...], forward: tuple[torch.Tensor, ...]) -> Any:
     """Field by field: the value of the forward state, the gradient of the backward one."""
-    return type(backward)(*(decoupled(b, f) for b, f in zip(backward, forward, strict=True)))
+    return map_state(decoupled, backward, forward)
 
 
 def detach_state(state: tuple[torch.Tensor, ...]) -> Any:
-    return type(state)(*(x.detach() for x in state))
+    return map_state(torch.Tensor.detach, state)
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,25 @@ def bc_loss(agent: Agent, features: torch.Tensor, actions: torch.Tensor) -> torc
     actions mapped into the actor's squashed range (divided by ``action_scale``, clipped inside (-1, 1))."""
     target = (actions / agent.cfg.action_scale).clamp(-0.99, 0.99)
     return ((agent.actor(features).mode() - target) ** 2).sum(-1).mean()
+
+
+def actor_step(
+    agent: Agent, optim: torch.optim.Optimizer, actor_loss: torch.Tensor, check: torch.Tensor
+) -> float | None:
+    """One clipped actor update from ``actor_loss`` (the local model and the critic get no gradient from it).
+
+    Returns the gradient norm before clipping, or None when a gradient or ``check`` (the return's loss) is not
+    finite: then nothing is updated and the caller restarts its environments.
+    """
+    params = list(agent.actor.parameters())
+    optim.zero_grad(set_to_none=True)
+    actor_loss.backward(inputs=params)
+    if not (grads_finite(params) and torch.isfinite(check)):
+        optim.zero_grad(set_to_none=True)
+        return None
+    norm = float(torch.nn.utils.clip_grad_norm_(params, agent.cfg.max_grad_norm))
+    optim.step()
+    return norm
 
 
 def critic_targets(agent: Agent, window: Window) -> torch.Tensor:

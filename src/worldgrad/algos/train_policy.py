@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldgrad.algos.dmo import grads_finite
 from worldgrad.algos.dmo_sapo import (
     Agent,
     LocalModel,
     SAPOConfig,
+    actor_step,
     bc_loss,
     critic_update,
     imagine_window,
+    map_state,
     temperature_update,
 )
 from worldgrad.data.chunks import ChunkDataset
@@ -77,16 +78,16 @@ class TrainPolicyConfig:
 
 
 def _subset(state: tuple[torch.Tensor, ...], ids: torch.Tensor) -> Any:
-    return type(state)(*(x[ids] for x in state))
+    return map_state(lambda x: x[ids], state)
 
 
 def _assign(state: tuple[torch.Tensor, ...], ids: torch.Tensor, part: tuple[torch.Tensor, ...]) -> Any:
-    fields = []
-    for x, p in zip(state, part, strict=True):
+    def put(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         x = x.clone()
         x[ids] = p
-        fields.append(x)
-    return type(state)(*fields)
+        return x
+
+    return map_state(put, state, part)
 
 
 class ImaginedEnvs:
@@ -234,13 +235,9 @@ def train_policy(
             bc = bc_loss(agent, *demos.sample(rng))
             actor_loss = actor_loss + cfg.sapo.bc_weight * bc
             logs["policy/bc_loss"] = bc.item()
-        actor_params = list(agent.actor.parameters())
-        optims["actor"].zero_grad(set_to_none=True)
-        # the local model and the critic get no gradient from the actor loss
-        actor_loss.backward(inputs=actor_params)
-        if grads_finite(actor_params) and torch.isfinite(loss):
-            logs["policy/actor_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(actor_params, cfg.sapo.max_grad_norm))
-            optims["actor"].step()
+        grad_norm = actor_step(agent, optims["actor"], actor_loss, loss)
+        if grad_norm is not None:
+            logs["policy/actor_grad_norm"] = grad_norm
         else:  # a non-finite value: no update, and every environment restarts from real data
             logger.log(it + 1, {"policy/skipped": 1.0, "samples": float(samples)})
             envs.restart(np.arange(cfg.num_envs))

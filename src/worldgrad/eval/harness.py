@@ -12,11 +12,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from worldgrad.data.collect import EVAL_SEED_START
+from worldgrad.data.collect import EVAL_SEED_START, CollectConfig, store_meta
+from worldgrad.data.store import EpisodeStore, StoreError
 from worldgrad.envs.pushcube import PushCubeConfig
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
 from worldgrad.eval.policies import Policy, make_policy
@@ -41,12 +43,17 @@ class EvalConfig:
     """Push-T settings (the evaluation protocol: 150 steps at 5 Hz, stop on success)"""
     pushcube: PushCubeConfig = field(default_factory=PushCubeConfig)
     """Push Cube settings (300 steps at 5 Hz, stop on success; --pushcube.controller picks the low-level loop)"""
+    record: bool = False
+    """also write each policy's episodes (frames, actions) into an episode store, OUT/episodes/POLICY, so that
+    `worldgrad eval-wm --store` measures the world model under that policy's own actions (Push-T only)"""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError("eval: --episodes must be >= 1")
         if self.env not in ("pusht", "pushcube"):
             raise ValueError(f"unknown env {self.env!r}; choose one of: pusht, pushcube")
+        if self.record and self.env != "pusht":
+            raise ValueError("eval: --record is available for --env pusht only")
 
 
 def eval_seeds(n: int) -> list[int]:
@@ -64,17 +71,40 @@ class EpisodeResult:
     steps_to_success: int | None
 
 
+@dataclass
+class Trace:
+    """What an evaluation episode saw and did, in the episode store's layout (frame t, then action t)."""
+
+    frames: list[np.ndarray] = field(default_factory=list)
+    actions: list[np.ndarray] = field(default_factory=list)
+    sim: dict[str, list[Any]] = field(default_factory=dict)
+
+    def add(self, obs: np.ndarray, action: np.ndarray, info: dict[str, Any]) -> None:
+        self.frames.append(obs)
+        self.actions.append(np.asarray(action, np.float32))
+        for k in TRACE_SIM_KEYS:
+            self.sim.setdefault(k, []).append(np.asarray(info[k], np.float32))
+
+
+TRACE_SIM_KEYS = ("coverage", "agent_pos", "block_pose")
+"""ground truth kept with a recorded evaluation episode, as collection keeps it (for evaluation only)"""
+
+
 def run_episode(
-    env: PushTEnv, policy: Policy, seed: int, record: bool = False
+    env: PushTEnv, policy: Policy, seed: int, record: bool = False, trace: Trace | None = None
 ) -> tuple[EpisodeResult, list[np.ndarray]]:
-    """Runs one evaluation episode; returns its result and (if ``record``) annotated frames."""
+    """Runs one evaluation episode; returns its result and (if ``record``) annotated frames; ``trace`` (if
+    given) receives every observation with the action taken on it."""
     obs, info = env.reset(seed=seed)
     policy.reset(seed)
     coverages = [info["coverage"]]
     frames = [annotate(obs, f"t=0 cov={info['coverage']:.2f}")] if record else []
     success_at = None
     for t in range(1, env.config.max_episode_steps + 1):
-        obs, _, terminated, truncated, info = env.step(policy.act(obs))
+        action = policy.act(obs)
+        if trace is not None:
+            trace.add(obs, action, info)
+        obs, _, terminated, truncated, info = env.step(action)
         coverages.append(info["coverage"])
         if info["is_success"] and success_at is None:
             success_at = t
@@ -124,15 +154,29 @@ def evaluate_policy(
     """Evaluates one policy on ``cfg.episodes`` held-out seeds, saving ``cfg.videos`` videos."""
     env = PushTEnv(replace(cfg.pusht, terminate_on_success=True))
     policy = make(env)
+    name = policy.name.replace(":", "_").replace("/", "_")
+    store = _episode_store(cfg, name) if cfg.record else None
     results = []
     for i, seed in enumerate(tqdm(eval_seeds(cfg.episodes), desc=f"eval {policy.name}", disable=not progress)):
-        result, frames = run_episode(env, policy, seed, record=i < cfg.videos)
+        trace = Trace() if store is not None else None
+        result, frames = run_episode(env, policy, seed, record=i < cfg.videos, trace=trace)
         results.append(result)
         if frames:
-            name = policy.name.replace(":", "_").replace("/", "_")
             write_video(cfg.out / "videos" / f"{name}_seed{seed}.mp4", frames, fps=env.config.control_hz)
+        if store is not None and trace is not None:
+            sim = {k: np.stack(v) for k, v in trace.sim.items()}
+            info = {"seed": seed, "operator": policy.name, "env": "pusht", "evaluation": True}
+            store.append(f"s{seed:09d}", np.stack(trace.frames), np.stack(trace.actions), info=info, sim=sim)
     env.close()
     return summarize(results), results
+
+
+def _episode_store(cfg: EvalConfig, name: str) -> EpisodeStore:
+    """A new store for one policy's recorded evaluation episodes; an existing one is never appended to."""
+    path = cfg.out / "episodes" / name
+    if path.exists():
+        raise StoreError(f"{path} exists from an earlier --record run; remove it or pick another --out")
+    return EpisodeStore.create(path, store_meta(CollectConfig(env="pusht", pusht=cfg.pusht)))
 
 
 def format_table(summaries: dict[str, dict[str, float]]) -> str:
