@@ -81,7 +81,7 @@ class Trace:
 
     def add(self, obs: np.ndarray, action: np.ndarray, info: dict[str, Any]) -> None:
         self.frames.append(obs)
-        self.actions.append(np.asarray(action, np.float32))
+        self.actions.append(np.clip(np.asarray(action, np.float32), -1.0, 1.0))  # what the env executes
         for k in TRACE_SIM_KEYS:
             self.sim.setdefault(k, []).append(np.asarray(info[k], np.float32))
 
