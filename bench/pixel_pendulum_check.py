@@ -24,12 +24,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from sapo_check import Physics, random_states, reward
+from sapo_check import Physics, random_states, reward, run_pendulum
 from worldgrad.algos.dmo import decoupled
 from worldgrad.algos.dmo_sapo import (
     Agent,
@@ -160,22 +159,14 @@ def gradient_cosine(local: Any, n: int = 64, horizon: int = 16, burn_in: int = 4
 
 
 def evaluate(policy: ImagePolicy | None, episodes: int) -> list[float]:
-    env = gym.make("Pendulum-v1")
-    rng = np.random.default_rng(0)
-    returns = []
-    for i in range(episodes):
-        env.reset(seed=10_000 + i)
-        if policy is not None:
-            policy.reset(i)
-        done, total = False, 0.0
-        while not done:
-            th = torch.tensor([float(env.unwrapped.state[0])])  # type: ignore[attr-defined]
-            a = rng.uniform(-1, 1, 1) if policy is None else policy.act(render(th)[0].numpy())
-            _, r, term, trunc, _ = env.step((2.0 * np.asarray(a)).astype(np.float32))
-            total, done = total + float(r), term or trunc
-        returns.append(total)
-    env.close()
-    return returns
+    """The image policy on frames drawn from the true pendulum's state (the camera)."""
+    if policy is None:
+        return run_pendulum(None, episodes)
+
+    def act(obs: np.ndarray, env: Any) -> np.ndarray:
+        return policy.act(render(torch.tensor([float(env.unwrapped.state[0])]))[0].numpy())
+
+    return run_pendulum(act, episodes, reset=policy.reset)
 
 
 def main() -> None:

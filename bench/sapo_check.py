@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -138,25 +139,36 @@ def train(method: str, iterations: int, num_envs: int, episode_len: int, seed: i
     return agent
 
 
-def evaluate(agent: Agent | None, episodes: int, scale: float) -> list[float]:
+def run_pendulum(act: Callable[[np.ndarray, Any], np.ndarray] | None, episodes: int,
+                 reset: Callable[[int], None] | None = None) -> list[float]:  # fmt: skip
+    """Returns on gymnasium's Pendulum-v1 (seeds 10,000 + i) of ``act(obs, env) -> action in [-1, 1]`` (scaled to
+    the torque); None acts uniformly at random. ``reset(i)`` is called before episode i."""
     env = gym.make("Pendulum-v1")
     rng = np.random.default_rng(0)
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=10_000 + i)
+        if reset is not None:
+            reset(i)
         done, total = False, 0.0
         while not done:
-            if agent is None:
-                action = rng.uniform(-2, 2, size=1)
-            else:
-                with torch.no_grad():
-                    feats = features(*torch.as_tensor(obs, dtype=torch.float32)[:, None])
-                    action = 2.0 * scale * agent.actor(feats).mode()[0].numpy()
-            obs, r, term, trunc, _ = env.step(action.astype(np.float32))
+            a = rng.uniform(-1, 1, size=1) if act is None else act(obs, env)
+            obs, r, term, trunc, _ = env.step((2.0 * np.asarray(a)).astype(np.float32))
             total, done = total + float(r), term or trunc
         returns.append(total)
     env.close()
     return returns
+
+
+def evaluate(agent: Agent | None, episodes: int, scale: float) -> list[float]:
+    """The deterministic policy (the actor's mode) on the true state's features."""
+
+    def act(obs: np.ndarray, env: Any) -> np.ndarray:
+        with torch.no_grad():
+            feats = features(*torch.as_tensor(obs, dtype=torch.float32)[:, None])
+            return scale * agent.actor(feats).mode()[0].numpy()  # type: ignore[union-attr]
+
+    return run_pendulum(None if agent is None else act, episodes)
 
 
 def main() -> None:
