@@ -139,7 +139,7 @@ def gradient_cosine(local: Any, n: int = 64, horizon: int = 16, burn_in: int = 4
             prev = torch.as_tensor(rng.uniform(-1, 1, (n, 1)), dtype=torch.float32)
             x = physics.step(x, prev)
         state = local.observe_step(state, prev, local.encode(render(x[:, 0])))
-    actions = torch.as_tensor(rng.uniform(-1, 1, (horizon, n, 1)), dtype=torch.float32, device="cpu")
+    actions = torch.as_tensor(rng.uniform(-1, 1, (horizon, n, 1)), dtype=torch.float32)
     a_true, a_dmo = actions.clone().requires_grad_(), actions.clone().requires_grad_()
     xt, ret = x, torch.zeros(n)
     for t in range(horizon):
@@ -202,8 +202,7 @@ def main() -> None:
         )
     cfg = SAPOConfig()
     rows = [("random", 0.0, evaluate(None, args.episodes))]
-    for method in args.methods:
-        local = load_local_model(args.out / "rssm" / "local.safetensors").requires_grad_(False)
+    for method in args.methods:  # the RSSM is frozen here (no fine-tuning): one copy serves every method
         t0 = time.perf_counter()
         agent = train_policy(method, local, args.iterations, args.num_envs, 200, args.seed, cfg)
         wall = time.perf_counter() - t0

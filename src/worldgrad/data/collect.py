@@ -27,6 +27,8 @@ EVAL_SEED_START = 1_000_000
 """Seeds at or above this are reserved for evaluation; collection refuses them."""
 PLAY_RESPAWN_AFTER = 10
 """Push Cube play: steps a cube may rest in the goal (or at a wall) before the operator puts it back"""
+PUSHT_SIM_KEYS = ("coverage", "agent_pos", "block_pose")
+"""simulator ground truth stored with each frame, for evaluation only (training never reads it)"""
 PUSHCUBE_SIM_KEYS = ("base_pose", "cube_pose", "distance_to_goal", "is_success", "cube_in_view", "cube_respawned")
 
 
@@ -160,7 +162,7 @@ def record_episode(spec: EpisodeSpec, env_cfg: PushTConfig | PushCubeConfig, sto
         env_cfg = replace(env_cfg, terminate_on_success=False, max_episode_steps=spec.length)
         env = PushTEnv(env_cfg)
         operator = make_operator(spec.operator, env_cfg.max_step_px)
-        sim_keys = ("coverage", "agent_pos", "block_pose")
+        sim_keys = PUSHT_SIM_KEYS
     operator.reset(np.random.default_rng([spec.seed, 1]))
     size = env_cfg.image_size
     frames = np.empty((spec.length, size, size, 3), np.uint8)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from worldgrad.data.collect import EVAL_SEED_START, CollectConfig, store_meta
+from worldgrad.data.collect import EVAL_SEED_START, PUSHT_SIM_KEYS, CollectConfig, store_meta
 from worldgrad.data.store import EpisodeStore, StoreError
 from worldgrad.envs.pushcube import PushCubeConfig
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
@@ -82,12 +82,8 @@ class Trace:
     def add(self, obs: np.ndarray, action: np.ndarray, info: dict[str, Any]) -> None:
         self.frames.append(obs)
         self.actions.append(np.clip(np.asarray(action, np.float32), -1.0, 1.0))  # what the env executes
-        for k in TRACE_SIM_KEYS:
+        for k in PUSHT_SIM_KEYS:  # the ground truth collection keeps (for evaluation only)
             self.sim.setdefault(k, []).append(np.asarray(info[k], np.float32))
-
-
-TRACE_SIM_KEYS = ("coverage", "agent_pos", "block_pose")
-"""ground truth kept with a recorded evaluation episode, as collection keeps it (for evaluation only)"""
 
 
 def run_episode(
