@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -167,6 +168,7 @@ class ToyRSSM(nn.Module):
         self.post = nn.Linear(deter + 16, stoch)
         self.head = nn.Linear(deter + stoch, 1)
         self.deter, self.stoch = deter, stoch
+        self.cfg = SimpleNamespace(image_size=size, action_dim=action)
 
     def initial_state(self, batch):
         return ToyState(torch.zeros(batch, self.deter), torch.zeros(batch, self.stoch))
@@ -394,7 +396,9 @@ def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
     from dataclasses import replace
 
     n_calls = len(calls)
-    nodiff = train_policy(replace(cfg, name="nd", forward="local"), local, 16, finetune, None, progress=False)
+    # neither global model is read: the paths may point nowhere
+    nd_cfg = replace(cfg, name="nd", forward="local", wm=tmp_path / "none", reward=tmp_path / "none.safetensors")
+    nodiff = train_policy(nd_cfg, local, 16, finetune, None, progress=False)
     assert nodiff["samples"] == 4 * 3 * 2 and len(calls) == n_calls  # no fine-tuning without generated frames
 
 

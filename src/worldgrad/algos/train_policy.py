@@ -32,7 +32,7 @@ from worldgrad.algos.dmo_sapo import (
 )
 from worldgrad.data.chunks import ChunkDataset
 from worldgrad.data.store import EpisodeStore
-from worldgrad.imagine.rollout import StoreContexts, WorldModelRollout
+from worldgrad.imagine.rollout import ImageStarts, StartConfig, StoreContexts, WorldModelRollout
 from worldgrad.runtime.metrics import MetricsLogger
 from worldgrad.runtime.resume import resume_or_start, save_training_state
 from worldgrad.runtime.run import RunDir
@@ -72,7 +72,10 @@ class TrainPolicyConfig:
     forward: Literal["global", "local"] = "global"
     """model that generates the imagined trajectories: global (DMO-SAPO: the diffusion model generates, the
     local model differentiates) or local (the "No Diffusion" ablation: the local model does both, with its own
-    reward head; no fine-tuning then, as there are no generated frames to fit)"""
+    reward head; no fine-tuning then, as there are no generated frames to fit; ``wm`` and ``reward`` are not read)"""
+    local_context: int = 4
+    """with ``forward local``: real frames the local model filters before an imagined episode starts (with
+    ``global``, the world model's context length)"""
     seed: int = 0
     device: str = "auto"
 
@@ -191,9 +194,12 @@ def train_policy(
     run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True, ignore=("iterations", "device", "eval_every"))
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    denoiser, sampler = load_world_model(cfg.wm, device)
-    reward = load_goal_reward(cfg.reward, device)
-    action_dim = denoiser.cfg.action_dim
+    if cfg.forward == "global":
+        denoiser, sampler = load_world_model(cfg.wm, device)
+        reward = load_goal_reward(cfg.reward, device)
+        action_dim, context = denoiser.cfg.action_dim, denoiser.cfg.context
+    else:  # No Diffusion: the local model imagines and rewards; neither global model is needed
+        action_dim, context = local.cfg.action_dim, cfg.local_context
     agent = Agent(feature_dim, action_dim, cfg.sapo).to(device)
     optims = agent.optimizers()
     if cfg.forward == "local":
@@ -209,8 +215,12 @@ def train_policy(
     start, extra = resume_or_start(run, modules, states, optional=("local",))
     samples = int(extra.get("samples", 0))
     rng = np.random.default_rng([cfg.seed, start])
-    engine = WorldModelRollout(denoiser, sampler, cfg.num_envs, seed=cfg.seed * 100_003 + start)
-    envs = ImaginedEnvs(engine, StoreContexts(EpisodeStore.open(cfg.store), denoiser.cfg.context,
+    engine: WorldModelRollout | ImageStarts
+    if cfg.forward == "global":
+        engine = WorldModelRollout(denoiser, sampler, cfg.num_envs, seed=cfg.seed * 100_003 + start)
+    else:
+        engine = ImageStarts(StartConfig(local.cfg.image_size, context, action_dim), cfg.num_envs, device)
+    envs = ImaginedEnvs(engine, StoreContexts(EpisodeStore.open(cfg.store), context,
                                               seed=cfg.seed * 7919 + start), local)  # fmt: skip
     logger = MetricsLogger(run.path)
     logger.truncate_after(start)
@@ -219,16 +229,15 @@ def train_policy(
     t0, result = time.perf_counter(), {}
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
                disable=not progress)  # fmt: skip
-    step_world = engine.step if cfg.forward == "global" else None
+    step_world = engine.step if isinstance(engine, WorldModelRollout) else None
+    reward_fn = (lambda f: reward(f, envs.start)) if cfg.forward == "global" else None
     use_demos = cfg.sapo.bc_weight > 0 or cfg.sapo.bc_pretrain > 0
     demos = Demonstrations(envs.contexts.sampler.store, local, cfg.sapo, device) if use_demos else None
     if demos is not None and start == 0 and cfg.sapo.bc_pretrain > 0:
         bc_first, bc_last = pretrain_actor(agent, demos, optims["actor"], cfg.sapo.bc_pretrain, rng, progress)
         logger.log(0, {"policy/bc_pretrain_first": bc_first, "policy/bc_pretrain_last": bc_last})
     for it in bar:
-        loss, window, state, frame = imagine_window(
-            agent, local, step_world, lambda f: reward(f, envs.start), envs.state, envs.frame, h
-        )
+        loss, window, state, frame = imagine_window(agent, local, step_world, reward_fn, envs.state, envs.frame, h)
         logs: dict[str, float] = {}
         actor_loss = loss if cfg.sapo.policy_gradient else 0.0 * loss
         if demos is not None and cfg.sapo.bc_weight > 0:

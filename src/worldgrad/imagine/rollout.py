@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -122,6 +123,32 @@ class WorldModelRollout:
         self.actions = acts[:, 1:]
         self.steps += 1
         return to_uint8(nxt)
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    """What :class:`ImageStarts` needs to know of the frames it hands out."""
+
+    image_size: int
+    context: int
+    action_dim: int
+
+
+class ImageStarts:
+    """Starts of imagined environments without a world model (the "No Diffusion" ablation, where the local model
+    imagines from its filtered state): ``reset`` returns the last real frame of each context; nothing steps."""
+
+    def __init__(self, cfg: StartConfig, num_envs: int, device: torch.device | str = "cpu") -> None:
+        self.cfg, self.num_envs, self.device = cfg, num_envs, torch.device(device)
+
+    def reset(
+        self,
+        frames: np.ndarray | torch.Tensor,
+        actions: np.ndarray | torch.Tensor,
+        env_ids: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """The last frame of each context, uint8 (n, H, W, 3) on the device."""
+        return torch.as_tensor(np.asarray(frames)[:, -1], device=self.device)
 
 
 class StoreContexts:
