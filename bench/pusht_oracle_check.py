@@ -1,0 +1,177 @@
+"""DMO-SAPO on Push-T with the simulator as a perfect global world model: is the world model the bottleneck?
+
+``train-policy`` takes its forward frames from the diffusion world model. This diagnostic swaps in the real
+system: B gym-pusht simulators, restarted on training seeds, render the forward frames the learned models see.
+Everything else is the pipeline's: the learned ranking reward scores the frames (s_start = the episode's first
+frame, as in ``train-policy``), the pipeline's RSSM filters them and supplies the Jacobians (and is fine-tuned on
+the windows, as in ``train-policy``), and the same ``imagine_window`` / actor / critic / temperature updates run.
+The policy is then evaluated zero-shot on the held-out seeds like any other.
+
+- It beats random here but not in the world model: the world model (its response to the actor's actions) is the
+  bottleneck.
+- It fails here too: the reward model, the RSSM's features and Jacobians, or the optimizer's budget are.
+
+``--reward coverage`` gives the values from the simulator's coverage instead (the gradients still come from the
+RSSM's reward head), which separates the learned reward from the rest. This is a bench, not a training method:
+it resets and reads the simulator, which ``train-policy`` never does.
+
+    OMP_NUM_THREADS=1 python bench/pusht_oracle_check.py --run runs/pusht-cpu --out runs/oracle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from worldgrad.algos.dmo_sapo import (
+    Agent,
+    SAPOConfig,
+    actor_step,
+    critic_update,
+    imagine_window,
+    map_state,
+    temperature_update,
+)
+from worldgrad.algos.train_local import LocalFinetuner, load_local_model
+from worldgrad.algos.train_reward import load_goal_reward
+from worldgrad.envs.pusht import PushTConfig, PushTEnv
+from worldgrad.eval.harness import EvalConfig, evaluate_policy
+from worldgrad.eval.harness import evaluate as evaluate_named
+from worldgrad.policy import ImagePolicy
+from worldgrad.runtime.seeding import seed_everything
+
+
+class SimEnvs:
+    """B Push-T simulators stepped together; frames uint8 (B, H, W, 3) as a world model would return them."""
+
+    def __init__(self, n: int, cfg: PushTConfig, seed: int) -> None:
+        cfg = replace(cfg, terminate_on_success=False, max_episode_steps=10**9)
+        self.envs = [PushTEnv(cfg) for _ in range(n)]
+        self.rng = np.random.default_rng(seed)
+        self.coverage = np.zeros(n)
+
+    def reset(self, ids: np.ndarray) -> torch.Tensor:
+        frames = []
+        for i in ids:  # training seeds stay below the evaluation range (>= 1,000,000)
+            obs, info = self.envs[i].reset(seed=int(self.rng.integers(1_000_000)))
+            frames.append(obs)
+            self.coverage[i] = info["coverage"]
+        return torch.as_tensor(np.stack(frames))
+
+    def step(self, actions: torch.Tensor) -> torch.Tensor:
+        frames = []
+        for i, (env, a) in enumerate(zip(self.envs, actions.cpu().numpy(), strict=True)):
+            obs, _, _, _, info = env.step(a)
+            frames.append(obs)
+            self.coverage[i] = info["coverage"]
+        return torch.as_tensor(np.stack(frames))
+
+
+def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> list[dict[str, float]]:
+    seed_everything(args.seed)
+    rng = np.random.default_rng(args.seed)
+    sim = SimEnvs(args.num_envs, PushTConfig(image_size=local.cfg.image_size), args.seed)
+    cfg = replace(SAPOConfig(), action_scale=args.action_scale)
+    agent = Agent(local.feature_dim, 2, cfg)
+    optims = agent.optimizers()
+    finetune = LocalFinetuner(local, lr=1e-4, seed=args.seed) if args.finetune_every > 0 else None
+    b = args.num_envs
+    size = local.cfg.image_size
+    state, frame, start = local.initial_state(b), torch.zeros(b, size, size, 3, dtype=torch.uint8), None
+    age = np.zeros(b, dtype=np.int64)
+
+    def restart(ids: np.ndarray) -> None:
+        nonlocal state, frame, start
+        if len(ids) == 0:
+            return
+        fresh_frames = sim.reset(ids)
+        frame, start = frame.clone(), (frame.clone() if start is None else start.clone())
+        frame[torch.as_tensor(ids)] = fresh_frames
+        start[torch.as_tensor(ids)] = fresh_frames
+        with torch.no_grad():  # the first frame filtered from the blank state, as a deployed ImagePolicy starts
+            fresh = local.observe_step(local.initial_state(b), torch.zeros(b, 2), local.encode(frame))
+        keep = torch.ones(b, dtype=torch.bool)
+        keep[torch.as_tensor(ids)] = False
+        state = map_state(lambda s, f: torch.where(keep.view(-1, *[1] * (s.ndim - 1)), s, f), state, fresh)
+        age[ids] = 0
+
+    def reward_fn(f: torch.Tensor) -> torch.Tensor:
+        if args.reward == "coverage":  # standardized like the learned reward: play coverage ~0.2 +- 0.25
+            return torch.as_tensor((sim.coverage - 0.2) / 0.25, dtype=torch.float32)
+        return reward(f, start).float()
+
+    restart(np.arange(b))
+    rows, t0, samples = [], time.perf_counter(), 0
+    cover, rets = [], []
+    bar = tqdm(range(args.iterations), desc=f"oracle {args.reward}")
+    for it in bar:
+        loss, window, state, frame = imagine_window(agent, local, sim.step, reward_fn, state, frame, cfg.horizon)
+        if actor_step(agent, optims["actor"], loss, loss) is None:
+            restart(np.arange(b))
+            continue
+        critic_update(agent, window, optims["critic"], rng)
+        temperature_update(agent, window, optims["alpha"])
+        if finetune is not None and (it + 1) % args.finetune_every == 0:
+            finetune(window.frames.transpose(0, 1), window.actions.transpose(0, 1),
+                     window.global_rewards.transpose(0, 1))  # fmt: skip
+        samples += cfg.horizon * b
+        age += cfg.horizon
+        cover.append(sim.coverage.mean())
+        rets.append(float(window.global_rewards.mean()))
+        restart(np.flatnonzero(age >= args.episode_len))
+        bar.set_postfix(cov=f"{np.mean(cover[-20:]):.3f}", r=f"{np.mean(rets[-20:]):.2f}")
+        if (it + 1) % args.eval_every == 0 or it + 1 == args.iterations:
+            real = evaluate(ImagePolicy(local, agent.actor, name=f"oracle-{it + 1}"))
+            row = {"windows": it + 1, "samples": samples, "time_s": time.perf_counter() - t0,
+                   "train_coverage": float(np.mean(cover[-50:])), "train_reward": float(np.mean(rets[-50:])),
+                   "entropy": float(window.entropy.mean()), "alpha": agent.log_alpha.exp().item(), **real}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/pusht-cpu"), help="pipeline run folder")
+    parser.add_argument("--local", type=Path, default=None, help="RSSM (default RUN/local/local.safetensors)")
+    parser.add_argument("--out", type=Path, default=Path("runs/oracle"))
+    parser.add_argument("--reward", choices=("learned", "coverage"), default="learned")
+    parser.add_argument("--iterations", type=int, default=2000, help="windows of 16 steps")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--episode-len", type=int, default=64)
+    parser.add_argument("--action-scale", type=float, default=0.5)
+    parser.add_argument("--finetune-every", type=int, default=4, help="windows per RSSM fine-tuning step (0: never)")
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    local = load_local_model(args.local or args.run / "local" / "local.safetensors")
+    reward = load_goal_reward(args.run / "reward" / "reward.safetensors")
+    pusht = PushTConfig(image_size=local.cfg.image_size)
+
+    def evaluate(policy: ImagePolicy) -> dict[str, float]:
+        cfg = EvalConfig(episodes=args.episodes, videos=2, out=args.out / "eval" / policy.name, pusht=pusht)
+        summary, _ = evaluate_policy(lambda env: policy, cfg, progress=False)
+        return {k: float(v) for k, v in summary.items()}
+
+    random_cfg = EvalConfig(policies=("random",), episodes=args.episodes, videos=0, out=args.out / "eval", pusht=pusht)
+    reference = evaluate_named(random_cfg)
+    rows = train(args, local, reward, evaluate)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"oracle_{args.reward}_seed{args.seed}.json").write_text(json.dumps({"rows": rows, "random": reference},
+                                                                                  default=str, indent=1))  # fmt: skip
+    print(f"random: {reference}")
+
+
+if __name__ == "__main__":
+    main()
