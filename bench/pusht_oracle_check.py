@@ -79,7 +79,12 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> l
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     sim = SimEnvs(args.num_envs, PushTConfig(image_size=local.cfg.image_size), args.seed)
-    cfg = replace(SAPOConfig(), action_scale=args.action_scale)
+    cfg = replace(
+        SAPOConfig(),
+        action_scale=args.action_scale,
+        horizon=args.horizon,
+        target_entropy_scale=args.target_entropy_scale,
+    )
     agent = Agent(local.feature_dim, 2, cfg)
     optims = agent.optimizers()
     finetune = LocalFinetuner(local, lr=1e-4, seed=args.seed) if args.finetune_every > 0 else None
@@ -144,10 +149,12 @@ def main() -> None:
     parser.add_argument("--local", type=Path, default=None, help="RSSM (default RUN/local/local.safetensors)")
     parser.add_argument("--out", type=Path, default=Path("runs/oracle"))
     parser.add_argument("--reward", choices=("learned", "coverage"), default="learned")
-    parser.add_argument("--iterations", type=int, default=2000, help="windows of 16 steps")
+    parser.add_argument("--iterations", type=int, default=2000, help="windows of H steps")
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--episode-len", type=int, default=64)
     parser.add_argument("--action-scale", type=float, default=0.5)
+    parser.add_argument("--horizon", type=int, default=16)
+    parser.add_argument("--target-entropy-scale", type=float, default=0.5, help="target entropy = -scale * 2")
     parser.add_argument("--finetune-every", type=int, default=4, help="windows per RSSM fine-tuning step (0: never)")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=20)

@@ -200,3 +200,38 @@ def test_change_weighting_favours_windows_where_the_scene_changed(tmp_path):
         return float((b.goal[:, 0, 0, 0, 0] != b.start[:, 0, 0, 0]).mean())
 
     assert 0.35 < share_moving(1) < 0.65 and share_moving(8) > 0.9
+
+
+class _PixelReward:
+    """A stand-in reward computed from the pixels by a given function (GoalReward's call signature)."""
+
+    goal_images = np.zeros((1, 64, 64, 3), np.uint8)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, frames, starts):
+        return torch.as_tensor([self.fn(f) for f in np.asarray(frames)], dtype=torch.float32)
+
+
+def test_agent_position_check_tells_a_parking_reward_from_a_task_reward():
+    from worldgrad.envs.pusht import render_goal_image
+    from worldgrad.eval.reward import agent_position_effect
+
+    def agent_in_centre(f):  # pays for the blue agent in the middle of the board, whatever the T does
+        c = f[24:40, 24:40].astype(int)
+        return float((c[..., 2] - c[..., 0] > 60).mean())
+
+    def grey(f):
+        return np.abs(f.astype(int) - (143, 163, 184)).sum(-1) < 30
+
+    goal = grey(render_goal_image())
+
+    def t_on_goal(f):  # pays for the grey T covering the goal's T, whatever the agent does (but hide it)
+        return 10.0 * float((grey(f) & goal).sum() / goal.sum())
+
+    maps, parking = agent_position_effect(_PixelReward(agent_in_centre), poses=1)
+    assert maps.shape == (1, 9, 9)
+    assert parking["agent_on_goal_gain"] > 0.02 and parking["t_to_goal_gain"] == 0
+    _, task = agent_position_effect(_PixelReward(t_on_goal), poses=1)
+    assert task["t_to_goal_gain"] > 5 and task["agent_range_vs_t_gain"] < 0.5 and abs(task["agent_on_goal_gain"]) < 1

@@ -2,7 +2,10 @@
 
 Uses the simulator's coverage recorded with the held-out episodes (evaluation only): Spearman rank
 correlation between reward and coverage, pooled and per episode; pairwise ranking accuracy on held-out
-windows; where the goal image itself ranks among held-out frames; a scatter plot and a video.
+windows; where the goal image itself ranks among held-out frames; a scatter plot and a video. With
+``agent_poses`` > 0 it also asks the simulator (evaluation only) how much the reward pays for the agent's place
+alone: for a few T poses, the reward over a grid of agent positions with the T held still, next to the gain of
+moving the T to the goal. A policy optimizer finds any such loophole (e.g. parking the agent on the goal).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class EvalRewardConfig:
     """folder for results.json, scatter.png and the video"""
     start_offset: int = 16
     """frame t is scored from s_start = frame t - start_offset"""
+    agent_poses: int = 4
+    """T poses of the agent-position check (0: skip it); needs Push-T frames of the reward's image size"""
     device: str = "auto"
 
 
@@ -115,6 +120,10 @@ def evaluate_reward(cfg: EvalRewardConfig) -> dict[str, Any]:
         "reward_std": float(r_all.std()),
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.agent_poses > 0 and store.meta.env == "pusht":
+        maps, effect = agent_position_effect(reward, cfg.agent_poses)
+        result.update(effect)
+        _heatmaps(cfg.out / "agent_effect.png", maps, effect)
     (cfg.out / "results.json").write_text(json.dumps(result, indent=2))
     _scatter(cfg.out / "scatter.png", r_all, c_all, result)
     _video(cfg.out / "reward_video.mp4", store, rewards, coverages)
@@ -147,3 +156,63 @@ def _video(path: Path, store: EpisodeStore, rewards: list[np.ndarray], coverages
         big = cv2.resize(np.asarray(frames[t]), (256, 256), interpolation=cv2.INTER_NEAREST)
         out.append(np.concatenate([big, _curve_panel(rewards[e][:n], coverages[e][:n], t, 256)], axis=1))
     write_video(path, out, fps=store.meta.fps)
+
+
+AGENT_GRID = np.linspace(60.0, 452.0, 9)
+"""agent positions (board pixels, per axis) of the agent-position check"""
+
+
+@torch.no_grad()
+def agent_position_effect(reward: Any, poses: int, seed: int = 1_000_500) -> tuple[np.ndarray, dict[str, float]]:
+    """The reward over a 9 x 9 grid of agent positions with the T held still, for ``poses`` T poses of evaluation
+    seeds (s_start = the frame as reset), next to the reward gain of moving the T to the goal (agent unmoved).
+
+    Returns the maps (poses, 9, 9) and ``agent_range`` (mean over poses of max - min over the grid),
+    ``agent_on_goal_gain`` (mean reward with the agent inside the goal region minus elsewhere), ``t_to_goal_gain``
+    and ``agent_range_vs_t_gain`` (their ratio: what parking the agent is worth against solving the task).
+    """
+    from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
+
+    env = PushTEnv(PushTConfig(image_size=int(reward.goal_images.shape[1])))
+    xs, ys = np.meshgrid(AGENT_GRID, AGENT_GRID)
+    on_goal = np.hypot(xs - GOAL_POSE[0], ys - GOAL_POSE[1]) < 80.0  # the goal T's extent around its origin
+    maps, gains = [], []
+    for k in range(poses):
+        start, info = env.reset(seed=seed + k)
+        block, agent = info["block_pose"], info["agent_pos"]
+        frames = [env.reset(seed=seed + k, options={"agent_pos": (x, y), "block_pose": block})[0]
+                  for x, y in zip(xs.ravel(), ys.ravel(), strict=True)]  # fmt: skip
+        goal_frame, _ = env.reset(seed=seed + k, options={"agent_pos": tuple(agent), "block_pose": GOAL_POSE})
+        starts = np.repeat(start[None], len(frames) + 2, 0)
+        r = reward(np.stack([*frames, start, goal_frame]), starts).float().cpu().numpy()
+        maps.append(r[:-2].reshape(xs.shape))
+        gains.append(float(r[-1] - r[-2]))
+    env.close()
+    m = np.stack(maps)
+    effect = {
+        "agent_range": float(np.mean(m.max((1, 2)) - m.min((1, 2)))),
+        "agent_on_goal_gain": float(np.mean(m[:, on_goal]) - np.mean(m[:, ~on_goal])),
+        "t_to_goal_gain": float(np.mean(gains)),
+    }
+    effect["agent_range_vs_t_gain"] = effect["agent_range"] / max(abs(effect["t_to_goal_gain"]), 1e-6)
+    return m, effect
+
+
+def _heatmaps(path: Path, maps: np.ndarray, effect: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.8), dpi=110, squeeze=False)
+    dev = maps - maps.mean((1, 2), keepdims=True)  # each T pose's own level differs; show what the agent adds
+    lim = float(np.abs(dev).max())
+    extent = (AGENT_GRID[0], AGENT_GRID[-1], AGENT_GRID[-1], AGENT_GRID[0])  # image rows: y downward
+    for ax, m in zip(axes[0], dev, strict=True):
+        im = ax.imshow(m, vmin=-lim, vmax=lim, extent=extent, cmap="RdBu_r")
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.suptitle(f"reward minus its mean vs agent position, T held still: range {effect['agent_range']:.2f}, "
+                 f"T-to-goal gain {effect['t_to_goal_gain']:.2f}", fontsize=8)  # fmt: skip
+    fig.savefig(path)
+    plt.close(fig)
