@@ -38,6 +38,26 @@ def test_bradley_terry_loss_on_hand_computed_values():
     assert bradley_terry_loss(f_i, f_j, later).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_tied_pairs_are_pulled_together_and_ranked_pairs_keep_their_bradley_terry_weight():
+    from worldgrad.algos.train_reward import changed_pixels
+    from worldgrad.models.reward import ranking_loss
+
+    f_i, f_j = torch.tensor([2.0, 2.0, 0.0, 1.5]), torch.tensor([0.0, 0.0, 0.0, 0.5])
+    later = torch.tensor([True, False, True, True])
+    tie = torch.tensor([False, False, False, True])
+    bt = bradley_terry_loss(f_i[:3], f_j[:3], later[:3]).item()
+    assert ranking_loss(f_i, f_j, later, tie, tie_weight=2.0).item() == pytest.approx(2.0 * 1.0 + 0.75 * bt, rel=1e-6)
+    assert ranking_loss(f_i, f_j, later, None).item() == pytest.approx(bradley_terry_loss(f_i, f_j, later).item())
+    assert ranking_loss(f_i, f_j, later, torch.ones(4, dtype=torch.bool)).item() == pytest.approx(
+        ((f_i - f_j) ** 2).mean().item()
+    )
+    a = np.zeros((2, 8, 8, 3), np.uint8)
+    b = a.copy()
+    b[0, :2, :3] = 200  # 6 pixels change in the first pair, none in the second
+    b[1, 0, 0] = 10  # below the colour threshold
+    assert changed_pixels(a, b).tolist() == [6, 0]
+
+
 def test_swapping_i_and_j_flips_the_logit():
     torch.manual_seed(0)
     model = RankingReward(MODEL)

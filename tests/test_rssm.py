@@ -217,6 +217,14 @@ def test_train_local_resume_eval_and_finetune(store_path, tmp_path):
     assert {"one_step_kl", "loss"} <= set(logs) and len(ft.buffer) == 2
     with pytest.raises(ValueError, match="not a local model"):
         load_local_model(tmp_path / "l" / "checkpoints" / "step_000000009.safetensors")
+    # --init starts from the trained weights (and their config): with lr 0 they come out unchanged
+    init = dataclasses.replace(cfg, name="from-init", init=tmp_path / "l" / "local.safetensors", steps=1, lr=0.0,
+                               model=dataclasses.replace(CFG, deter=CFG.deter + 8))  # fmt: skip
+    train_local(init, progress=False)
+    trained, again = (load_local_model(tmp_path / n / "local.safetensors") for n in ("l", "from-init"))
+    assert again.cfg == trained.cfg
+    for (k, v), w in zip(trained.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, msg=k)
 
 
 def test_missing_reward_label_is_a_clear_error(tmp_path):

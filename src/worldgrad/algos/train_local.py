@@ -48,6 +48,9 @@ class TrainLocalConfig:
     device: str = "auto"
     threads: int = 0
     """CPU threads for torch (0: torch's default)"""
+    init: Path | None = None
+    """start from this trained local.safetensors instead of random weights (e.g. to fit the reward head to the
+    labels of a new reward model in a few hundred steps); its model config replaces --model"""
 
 
 # tiny and cpu use GroupNorm in the convolutions: with DreamerV3's per-pixel channel norm the model learned
@@ -128,7 +131,8 @@ def train_local(cfg: TrainLocalConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     store = EpisodeStore.open(cfg.store)
-    m = cfg.model
+    init = load_local_model(cfg.init) if cfg.init is not None else None
+    m = init.cfg if init is not None else cfg.model
     if store.meta.image_shape[:2] != (m.image_size, m.image_size) or store.meta.action_dim != m.action_dim:
         raise StoreError(
             f"store {cfg.store} holds {store.meta.image_shape[0]}x{store.meta.image_shape[1]} images and "
@@ -141,8 +145,10 @@ def train_local(cfg: TrainLocalConfig, progress: bool = True) -> dict[str, Any]:
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     model = RSSM(m).to(device)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-8)
-    start, extra = resume_or_start(run, {"model": model}, {"optim": optim})
+    start, extra = resume_or_start(run, {"model": model}, {"optim": optim})  # a checkpoint overrides --init
     rng = np.random.default_rng(cfg.seed)
     if "data_rng" in extra:
         rng.bit_generator.state = extra["data_rng"]

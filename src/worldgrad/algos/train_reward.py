@@ -50,6 +50,11 @@ class TrainRewardConfig:
     """spacing of the goal-set frames when goal_frames > 1"""
     change_candidates: int = 8
     """> 1: draw each window among this many, weighted by image change start -> end (favours moved objects)"""
+    tie_pixels: int = 0
+    """> 0: pairs whose two frames differ in fewer pixels than this are ties, pulled to the same energy instead of
+    ranked by time (a small end-effector moving alone is not progress; 40 at 64x64 for Push-T's agent); 0: off"""
+    tie_weight: float = 1.0
+    """weight of the tie term"""
     val_fraction: float = 0.1
     """share of episodes held out for validation ranking accuracy"""
     eval_every: int = 100
@@ -75,22 +80,35 @@ PRESETS: dict[str, TrainRewardConfig] = {
 }  # fmt: skip
 
 
+def changed_pixels(a: np.ndarray, b: np.ndarray, threshold: int = 24) -> np.ndarray:
+    """Pixels whose colour differs by more than ``threshold`` (any channel) between uint8 frames (B, H, W, 3)."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1)
+    return (diff > threshold).sum((1, 2))
+
+
 def _batch_loss(
-    model: RankingReward, sampler: RankingSampler, n: int, rng: np.random.Generator, device: torch.device
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model: RankingReward, sampler: RankingSampler, n: int, rng: np.random.Generator, device: torch.device,
+    tie_pixels: int = 0, tie_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
     b = sampler.sample(n, rng)
-    return model.compute_loss(
+    tie = torch.as_tensor(changed_pixels(b.frame_i, b.frame_j) < tie_pixels, device=device) if tie_pixels else None
+    loss, logs = model.compute_loss(
         to_model(b.start, device), to_model(b.goal, device), to_model(b.frame_i, device),
-        to_model(b.frame_j, device), torch.as_tensor(b.i_later, device=device),
+        to_model(b.frame_j, device), torch.as_tensor(b.i_later, device=device), tie, tie_weight,
     )  # fmt: skip
+    if tie is not None:
+        logs["tie_fraction"] = tie.float().mean()
+    return loss, logs
 
 
 @torch.no_grad()
-def validate(model: RankingReward, sampler: RankingSampler, device: torch.device, batches: int = 8) -> dict[str, float]:
-    """Ranking loss and pairwise accuracy on fixed validation windows (same seed every time)."""
+def validate(
+    model: RankingReward, sampler: RankingSampler, device: torch.device, batches: int = 8, tie_pixels: int = 0
+) -> dict[str, float]:
+    """Loss and pairwise accuracy (of the ranked pairs) on fixed validation windows (same seed every time)."""
     model.eval()
     rng = np.random.default_rng(12345)
-    logs = [_batch_loss(model, sampler, 128, rng, device)[1] for _ in range(batches)]
+    logs = [_batch_loss(model, sampler, 128, rng, device, tie_pixels)[1] for _ in range(batches)]
     model.train()
     return {k: float(np.mean([float(log[k]) for log in logs])) for k in logs[0]}
 
@@ -155,7 +173,7 @@ def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool
     for step in bar:
         for group in optim.param_groups:  # cosine decay to 10 %
             group["lr"] = cfg.lr * (0.1 + 0.45 * (1 + np.cos(np.pi * step / cfg.steps)))
-        loss, logs = _batch_loss(model, train, cfg.batch_size, rng, device)
+        loss, logs = _batch_loss(model, train, cfg.batch_size, rng, device, cfg.tie_pixels, cfg.tie_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"reward loss became {loss.item()} at step {step}; lower --lr or resume from the last checkpoint"
@@ -169,7 +187,7 @@ def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool
             logger.log(done, {"reward/train/loss": logs["loss"], "reward/train/accuracy": logs["accuracy"],
                               "reward/train/grad_norm": grad_norm, "time_s": time.perf_counter() - t0})  # fmt: skip
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            metrics = validate(model, val, device)
+            metrics = validate(model, val, device, tie_pixels=cfg.tie_pixels)
             logger.log(done, {f"reward/val/{k}": v for k, v in metrics.items()})
             bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}")
             save_training_state(run, done, {"model": model}, {"optim": optim},
@@ -179,7 +197,7 @@ def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool
                "goal_stride": cfg.goal_stride}  # fmt: skip
     export_reward(run.path / "reward.safetensors", model, cfg.model, goal_images, mean, std, windows)
     if not metrics:
-        metrics = validate(model, val, device)
+        metrics = validate(model, val, device, tie_pixels=cfg.tie_pixels)
     logger.close()
     return {"val": metrics, "mean": mean, "std": std, "path": str(run.path / "reward.safetensors")}
 

@@ -41,6 +41,28 @@ def bradley_terry_loss(f_i: torch.Tensor, f_j: torch.Tensor, i_later: torch.Tens
     return F.binary_cross_entropy_with_logits(f_i - f_j, i_later.to(f_i.dtype))
 
 
+def ranking_loss(
+    f_i: torch.Tensor,
+    f_j: torch.Tensor,
+    i_later: torch.Tensor,
+    tie: torch.Tensor | None = None,
+    tie_weight: float = 1.0,
+) -> torch.Tensor:
+    """Bradley-Terry on the ranked pairs plus ``tie_weight`` x the mean squared energy gap of the tied ones.
+
+    ``tie`` (B,) bool marks pairs that should score the same (e.g. frames where only the small end-effector
+    moved): ranking them by time would teach the reward where the end-effector tends to be late in a
+    recording, a cue a policy can collect by parking there.
+    """
+    if tie is None or not bool(tie.any()):
+        return bradley_terry_loss(f_i, f_j, i_later)
+    ranked = ~tie
+    loss = tie_weight * (f_i[tie] - f_j[tie]).pow(2).mean()
+    if bool(ranked.any()):
+        loss = loss + ranked.float().mean() * bradley_terry_loss(f_i[ranked], f_j[ranked], i_later[ranked])
+    return loss
+
+
 class RankingReward(nn.Module):
     """f(s_t | s_start, s_goal) -> one scalar per frame."""
 
@@ -75,18 +97,22 @@ class RankingReward(nn.Module):
         frame_i: torch.Tensor,
         frame_j: torch.Tensor,
         i_later: torch.Tensor,
+        tie: torch.Tensor | None = None,
+        tie_weight: float = 1.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Bradley-Terry loss of a ranking batch.
+        """Ranking loss of a batch (:func:`ranking_loss`); the accuracy counts the ranked (untied) pairs.
 
         Float images (B, 3, H, W); ``goal`` may be a set (B, K, 3, H, W), represented by its mean embedding;
-        ``i_later`` (B,) bool.
+        ``i_later`` and ``tie`` (B,) bool.
         """
         e_start, e_i, e_j = self.embed(torch.stack([start, frame_i, frame_j]))
         e_goal = self.embed(goal).mean(1) if goal.dim() == 5 else self.embed(goal)
         f_i = self.energy_from_embeddings(e_i, e_start, e_goal)
         f_j = self.energy_from_embeddings(e_j, e_start, e_goal)
-        loss = bradley_terry_loss(f_i, f_j, i_later)
-        accuracy = ((f_i > f_j) == i_later).float().mean()
+        loss = ranking_loss(f_i, f_j, i_later, tie, tie_weight)
+        ranked = torch.ones_like(i_later) if tie is None else ~tie
+        correct = ((f_i > f_j) == i_later)[ranked]
+        accuracy = correct.float().mean() if len(correct) else torch.tensor(float("nan"))
         return loss, {"loss": loss.detach(), "accuracy": accuracy.detach()}
 
 
