@@ -147,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/pusht-cpu"), help="pipeline run folder")
     parser.add_argument("--local", type=Path, default=None, help="RSSM (default RUN/local/local.safetensors)")
+    parser.add_argument("--reward-model", type=Path, default=None, help="default RUN/reward/reward.safetensors")
     parser.add_argument("--out", type=Path, default=Path("runs/oracle"))
     parser.add_argument("--reward", choices=("learned", "coverage"), default="learned")
     parser.add_argument("--iterations", type=int, default=2000, help="windows of H steps")
@@ -163,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     local = load_local_model(args.local or args.run / "local" / "local.safetensors")
-    reward = load_goal_reward(args.run / "reward" / "reward.safetensors")
+    reward = load_goal_reward(args.reward_model or args.run / "reward" / "reward.safetensors")
     pusht = PushTConfig(image_size=local.cfg.image_size)
 
     def evaluate(policy: ImagePolicy) -> dict[str, float]:

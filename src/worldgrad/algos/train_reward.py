@@ -50,9 +50,10 @@ class TrainRewardConfig:
     """spacing of the goal-set frames when goal_frames > 1"""
     change_candidates: int = 8
     """> 1: draw each window among this many, weighted by image change start -> end (favours moved objects)"""
-    tie_pixels: int = 0
+    tie_pixels: int = 40
     """> 0: pairs whose two frames differ in fewer pixels than this are ties, pulled to the same energy instead of
-    ranked by time (a small end-effector moving alone is not progress; 40 at 64x64 for Push-T's agent); 0: off"""
+    ranked by time (a small end-effector moving alone is not progress). 40 at 64x64 for Push-T: 97.5 % of play
+    pairs where the T stayed put and 1.4 % of those where it moved fall below it; 0: off (the paper's loss)"""
     tie_weight: float = 1.0
     """weight of the tie term"""
     val_fraction: float = 0.1
