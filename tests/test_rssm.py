@@ -205,10 +205,12 @@ def test_train_local_resume_eval_and_finetune(store_path, tmp_path):
     assert (tmp_path / "l" / "checkpoints" / "step_000000009.safetensors").exists()
     model = load_local_model(tmp_path / "l" / "local.safetensors")
     out = evaluate_local(EvalLocalConfig(local=tmp_path / "l" / "local.safetensors", store=store_path,
-                                         out=tmp_path / "ev", rollouts=3, horizon=6, horizons=(1, 6), device="cpu"),
+                                         out=tmp_path / "ev", rollouts=3, horizon=6, horizons=(1, 6), device="cpu",
+                                         agent_poses=1),
                          progress=False)  # fmt: skip
     assert set(out["model"]) == {1, 6} and (tmp_path / "ev" / "strip.png").exists()
     assert set(out["probe"]) == {"agent", "t"} and "R^2" in (tmp_path / "ev" / "fidelity.md").read_text()
+    assert np.isfinite(out["head_agent_effect"]["agent_range"]) and out["head_agent_effect"]["agent_range"] >= 0
     frames = torch.randint(0, 256, (2, 5, SIZE, SIZE, 3), dtype=torch.uint8)
     pred = predict_open_loop(model, frames, torch.zeros(2, 5, 2), context=3)
     assert pred.shape == (2, 2, SIZE, SIZE, 3) and pred.dtype == np.uint8

@@ -41,7 +41,25 @@ class EvalLocalConfig:
     horizons: tuple[int, ...] = (1, 5, 10, 20, 40, 60)
     batch_size: int = 16
     seed: int = 0
+    agent_poses: int = 4
+    """T poses of the reward head's agent-position check on Push-T (as in eval-reward; 0: skip it)"""
     device: str = "auto"
+
+
+def head_scorer(model: RSSM, settle: int = 4) -> Any:
+    """The reward head as a frame scorer: each frame filtered ``settle`` times from the blank state (no motion),
+    then the head on its features; ``starts`` are ignored (the head has its own memory)."""
+
+    @torch.no_grad()
+    def score(frames: np.ndarray, starts: np.ndarray) -> torch.Tensor:
+        dev = next(model.parameters()).device
+        embed = model.encode(torch.as_tensor(frames, device=dev))
+        state = model.initial_state(len(frames))
+        for _ in range(settle):
+            state = model.observe_step(state, torch.zeros(len(frames), model.cfg.action_dim, device=dev), embed)
+        return model.reward(model.features(state))
+
+    return score
 
 
 class LocalRollout:
@@ -163,6 +181,11 @@ def evaluate_local(cfg: EvalLocalConfig, progress: bool = True) -> dict[str, Any
                                                                                   ("t", px.t_xy))}  # fmt: skip
     result = {"model": table, "copy_last": base, "rollouts": len(points), "horizon": cfg.horizon,
               "probe": probe, "local": str(cfg.local), "store": str(cfg.store)}  # fmt: skip
+    if cfg.agent_poses > 0 and store.meta.env == "pusht":
+        from worldgrad.eval.reward import agent_position_effect
+
+        _, result["head_agent_effect"] = agent_position_effect(head_scorer(model), cfg.agent_poses,
+                                                               image_size=model.cfg.image_size)  # fmt: skip
     save_json_atomic(cfg.out / "fidelity.json", json.loads(json.dumps(result, default=float)))
     md = format_fidelity(table, base)
     lines = [f"| {name} | {p['r2']:.3f} | {p['median_err']:.1f} | {p['n_train']} / {p['n_test']} |"
@@ -172,6 +195,14 @@ def evaluate_local(cfg: EvalLocalConfig, progress: bool = True) -> dict[str, Any
         f"from the pixels, px of the {BOARD:.0f} board; fit and scored on different windows):\n\n"
         "| target | R^2 | median error px | frames fit / scored |\n|---|---|---|---|\n" + "\n".join(lines)
     )
+    if "head_agent_effect" in result:
+        e = result["head_agent_effect"]
+        probe_md += (
+            f"\n\nReward head with the T held still (simulator check, as in eval-reward): range over agent positions "
+            f"{e['agent_range']:.2f}, agent-on-goal gain {e['agent_on_goal_gain']:+.3f}, T-to-goal gain "
+            f"{e['t_to_goal_gain']:.2f}. DMO's actor follows this head's gradient, so what it pays for the agent's "
+            "place alone pulls the policy there."
+        )
     (cfg.out / "fidelity.md").write_text(f"Local RSSM, open loop on {len(points)} held-out windows; model / "
                                          f"copy-last-frame.\n\n{md}\n\n{probe_md}\n")  # fmt: skip
     k = min(3, len(points))

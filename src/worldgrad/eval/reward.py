@@ -163,17 +163,22 @@ AGENT_GRID = np.linspace(60.0, 452.0, 9)
 
 
 @torch.no_grad()
-def agent_position_effect(reward: Any, poses: int, seed: int = 1_000_500) -> tuple[np.ndarray, dict[str, float]]:
+def agent_position_effect(
+    reward: Any, poses: int, seed: int = 1_000_500, image_size: int | None = None
+) -> tuple[np.ndarray, dict[str, float]]:
     """The reward over a 9 x 9 grid of agent positions with the T held still, for ``poses`` T poses of evaluation
     seeds (s_start = the frame as reset), next to the reward gain of moving the T to the goal (agent unmoved).
 
-    Returns the maps (poses, 9, 9) and ``agent_range`` (mean over poses of max - min over the grid),
-    ``agent_on_goal_gain`` (mean reward with the agent inside the goal region minus elsewhere), ``t_to_goal_gain``
-    and ``agent_range_vs_t_gain`` (their ratio: what parking the agent is worth against solving the task).
+    ``reward(frames (N, H, W, 3) uint8, starts (N, H, W, 3) uint8) -> (N,)``: a :class:`GoalReward` or any scorer
+    of frames (e.g. the local model's reward head, :func:`worldgrad.eval.local.head_scorer`); ``image_size``
+    defaults to the size of its goal images. Returns the maps (poses, 9, 9) and ``agent_range`` (mean over poses
+    of max - min over the grid), ``agent_on_goal_gain`` (mean reward with the agent inside the goal region minus
+    elsewhere), ``t_to_goal_gain`` and ``agent_range_vs_t_gain`` (what parking the agent is worth against solving
+    the task).
     """
     from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
 
-    env = PushTEnv(PushTConfig(image_size=int(reward.goal_images.shape[1])))
+    env = PushTEnv(PushTConfig(image_size=image_size or int(reward.goal_images.shape[1])))
     xs, ys = np.meshgrid(AGENT_GRID, AGENT_GRID)
     on_goal = np.hypot(xs - GOAL_POSE[0], ys - GOAL_POSE[1]) < 80.0  # the goal T's extent around its origin
     maps, gains = [], []
@@ -184,7 +189,7 @@ def agent_position_effect(reward: Any, poses: int, seed: int = 1_000_500) -> tup
                   for x, y in zip(xs.ravel(), ys.ravel(), strict=True)]  # fmt: skip
         goal_frame, _ = env.reset(seed=seed + k, options={"agent_pos": tuple(agent), "block_pose": GOAL_POSE})
         starts = np.repeat(start[None], len(frames) + 2, 0)
-        r = reward(np.stack([*frames, start, goal_frame]), starts).float().cpu().numpy()
+        r = torch.as_tensor(reward(np.stack([*frames, start, goal_frame]), starts)).float().cpu().numpy()
         maps.append(r[:-2].reshape(xs.shape))
         gains.append(float(r[-1] - r[-2]))
     env.close()
