@@ -351,7 +351,17 @@ def _local_section(results: dict[str, Any]) -> list[str]:
         "",
         format_fidelity(by_h(ev["model"]), by_h(ev["copy_last"])),
         "",
+        *(_head_effect_line(ev["head_agent_effect"]) if "head_agent_effect" in ev else []),
         "Strip: `local/eval/strip.png`.",
+        "",
+    ]
+
+
+def _head_effect_line(e: dict[str, float]) -> list[str]:
+    return [
+        f"Reward head with the T held still (simulator check): range over agent positions {e['agent_range']:.2f}, "
+        f"agent on the goal region {e['agent_on_goal_gain']:+.3f}, T to the goal {e['t_to_goal_gain']:.2f}; the "
+        "actor follows this head's gradient.",
         "",
     ]
 
