@@ -218,8 +218,10 @@ def train_policy(
     engine: WorldModelRollout | ImageStarts
     if cfg.forward == "global":
         engine = WorldModelRollout(denoiser, sampler, cfg.num_envs, seed=cfg.seed * 100_003 + start)
-    else:
+        step_world, reward_fn = engine.step, (lambda f: reward(f, envs.start))
+    else:  # imagine_window's No Diffusion path: no frames stepped, rewards from the local head
         engine = ImageStarts(StartConfig(local.cfg.image_size, context, action_dim), cfg.num_envs, device)
+        step_world = reward_fn = None
     envs = ImaginedEnvs(engine, StoreContexts(EpisodeStore.open(cfg.store), context,
                                               seed=cfg.seed * 7919 + start), local)  # fmt: skip
     logger = MetricsLogger(run.path)
@@ -229,8 +231,6 @@ def train_policy(
     t0, result = time.perf_counter(), {}
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
                disable=not progress)  # fmt: skip
-    step_world = engine.step if isinstance(engine, WorldModelRollout) else None
-    reward_fn = (lambda f: reward(f, envs.start)) if cfg.forward == "global" else None
     use_demos = cfg.sapo.bc_weight > 0 or cfg.sapo.bc_pretrain > 0
     demos = Demonstrations(envs.contexts.sampler.store, local, cfg.sapo, device) if use_demos else None
     if demos is not None and start == 0 and cfg.sapo.bc_pretrain > 0:

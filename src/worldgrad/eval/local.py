@@ -53,11 +53,9 @@ def head_scorer(model: RSSM, settle: int = 4) -> Any:
     @torch.no_grad()
     def score(frames: np.ndarray, starts: np.ndarray) -> torch.Tensor:
         dev = next(model.parameters()).device
-        embed = model.encode(torch.as_tensor(frames, device=dev))
-        state = model.initial_state(len(frames))
-        for _ in range(settle):
-            state = model.observe_step(state, torch.zeros(len(frames), model.cfg.action_dim, device=dev), embed)
-        return model.reward(model.features(state))
+        embed = model.encode(torch.as_tensor(frames, device=dev))[:, None].expand(-1, settle, -1)
+        posts, _ = model.observe(embed, torch.zeros(len(frames), settle, model.cfg.action_dim, device=dev))
+        return model.reward(model.features(posts)[:, -1])
 
     return score
 
