@@ -12,8 +12,12 @@ The policy is then evaluated zero-shot on the held-out seeds like any other.
 - It fails here too: the reward model, the RSSM's features and Jacobians, or the optimizer's budget are.
 
 ``--reward coverage`` gives the values from the simulator's coverage instead (the gradients still come from the
-RSSM's reward head), which separates the learned reward from the rest. This is a bench, not a training method:
-it resets and reads the simulator, which ``train-policy`` never does.
+RSSM's reward head), which separates the learned reward from the rest. ``--play-starts N`` starts episodes from a
+random moment of scripted play (as ``train-policy`` starts from play contexts) instead of the reset. Every
+evaluation also reports what the reward head and the critic pay for the agent's place with the T held still
+(``head_*`` / ``critic_*``: ``agent_position_effect``'s range, agent-on-goal gain and T-to-goal gain), the two
+gradients the actor follows. ``--critic-windows`` and ``--no-value-gradient`` test remedies for the critic's.
+This is a bench, not a training method: it resets and reads the simulator, which ``train-policy`` never does.
 
     OMP_NUM_THREADS=1 python bench/pusht_oracle_check.py --run runs/pusht-cpu --out runs/oracle
 """
@@ -23,17 +27,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from worldgrad.algos.dmo_sapo import (
     Agent,
     SAPOConfig,
+    Window,
     actor_step,
     critic_update,
     imagine_window,
@@ -45,26 +52,48 @@ from worldgrad.algos.train_reward import load_goal_reward
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
 from worldgrad.eval.harness import EvalConfig, evaluate_policy
 from worldgrad.eval.harness import evaluate as evaluate_named
+from worldgrad.eval.local import feature_scorer
+from worldgrad.eval.reward import agent_position_effect
+from worldgrad.operators.pusht import make_operator
 from worldgrad.policy import ImagePolicy
 from worldgrad.runtime.seeding import seed_everything
 
 
 class SimEnvs:
-    """B Push-T simulators stepped together; frames uint8 (B, H, W, 3) as a world model would return them."""
+    """B Push-T simulators stepped together; frames uint8 (B, H, W, 3) as a world model would return them.
 
-    def __init__(self, n: int, cfg: PushTConfig, seed: int) -> None:
+    ``warmup > 0`` starts every episode like ``train-policy`` starts its imagined ones, from a random moment of
+    play: a scripted operator (the ``cpu`` collection mix) acts for U{0..warmup} steps after the reset, and the
+    last ``context`` frames with their actions are returned for the local model to filter.
+    """
+
+    def __init__(self, n: int, cfg: PushTConfig, seed: int, warmup: int = 0, context: int = 4) -> None:
         cfg = replace(cfg, terminate_on_success=False, max_episode_steps=10**9)
         self.envs = [PushTEnv(cfg) for _ in range(n)]
         self.rng = np.random.default_rng(seed)
         self.coverage = np.zeros(n)
+        self.warmup, self.context = warmup, context
+        self.operators = {name: make_operator(name, cfg.max_step_px) for name in ("explorer", "pusher")}
 
-    def reset(self, ids: np.ndarray) -> torch.Tensor:
-        frames = []
+    def reset(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restarts ``ids``; returns their last frames (n, context, H, W, 3) and the actions between them."""
+        frames, actions = [], []
         for i in ids:  # training seeds stay below the evaluation range (>= 1,000,000)
-            obs, info = self.envs[i].reset(seed=int(self.rng.integers(1_000_000)))
-            frames.append(obs)
+            env = self.envs[i]
+            obs, info = env.reset(seed=int(self.rng.integers(1_000_000)))
+            seen, done = [obs], []
+            operator = self.operators["explorer" if self.rng.random() < 0.4 else "pusher"]
+            operator.reset(self.rng)
+            for _ in range(int(self.rng.integers(self.warmup + 1)) if self.warmup else 0):
+                action = operator.act(env.operator_view())[0]
+                obs, _, _, _, info = env.step(action)
+                seen, done = [*seen[-self.context + 1 :], obs], [*done[-self.context + 2 :], action]
+            seen = [seen[0]] * (self.context - len(seen)) + seen  # short histories repeat their first frame
+            done = [np.zeros(2, np.float32)] * (self.context - 1 - len(done)) + done
+            frames.append(np.stack(seen))
+            actions.append(np.stack(done).astype(np.float32))
             self.coverage[i] = info["coverage"]
-        return torch.as_tensor(np.stack(frames))
+        return torch.as_tensor(np.stack(frames)), torch.as_tensor(np.stack(actions))
 
     def step(self, actions: torch.Tensor) -> torch.Tensor:
         frames = []
@@ -75,15 +104,35 @@ class SimEnvs:
         return torch.as_tensor(np.stack(frames))
 
 
-def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> list[dict[str, float]]:
+def merge_windows(windows: list[Window]) -> Window:
+    """Windows side by side as one batch, for the critic (features and rewards only)."""
+    if len(windows) == 1:
+        return windows[0]
+    return replace(windows[-1], features=torch.cat([w.features for w in windows], 1),
+                   rewards=torch.cat([w.rewards for w in windows], 1))  # fmt: skip
+
+
+def agent_checks(local: Any, agent: Agent, poses: int = 4) -> dict[str, float]:
+    """What the reward head and the critic pay for the agent's place with the T held still, against moving the
+    T onto the goal (``agent_position_effect``'s grid): the actor follows both gradients."""
+    out = {}
+    for name, head in (("head", local.reward), ("critic", lambda f: agent.critic(f).mean(0))):
+        _, effect = agent_position_effect(feature_scorer(local, head), poses, image_size=local.cfg.image_size)
+        out |= {f"{name}_agent_range": effect["agent_range"], f"{name}_on_goal": effect["agent_on_goal_gain"],
+                f"{name}_t_gain": effect["t_to_goal_gain"]}  # fmt: skip
+    return out
+
+
+def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> tuple[list[dict[str, float]], Agent]:
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
-    sim = SimEnvs(args.num_envs, PushTConfig(image_size=local.cfg.image_size), args.seed)
+    sim = SimEnvs(args.num_envs, PushTConfig(image_size=local.cfg.image_size), args.seed, warmup=args.play_starts)
     cfg = replace(
         SAPOConfig(),
         action_scale=args.action_scale,
         horizon=args.horizon,
         target_entropy_scale=args.target_entropy_scale,
+        value_gradient=not args.no_value_gradient,
     )
     agent = Agent(local.feature_dim, 2, cfg)
     optims = agent.optimizers()
@@ -97,12 +146,18 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> l
         nonlocal state, frame, start
         if len(ids) == 0:
             return
-        fresh_frames = sim.reset(ids)
+        history, acts = sim.reset(ids)
         frame, start = frame.clone(), (frame.clone() if start is None else start.clone())
-        frame[torch.as_tensor(ids)] = fresh_frames
-        start[torch.as_tensor(ids)] = fresh_frames
-        with torch.no_grad():  # the first frame filtered from the blank state, as a deployed ImagePolicy starts
-            fresh = local.observe_step(local.initial_state(b), torch.zeros(b, 2), local.encode(frame))
+        frame[torch.as_tensor(ids)] = history[:, -1]
+        start[torch.as_tensor(ids)] = history[:, -1]
+        with torch.no_grad():  # the context filtered from the blank state (one frame: as a deployed ImagePolicy)
+            fresh, frames = local.initial_state(b), frame.unsqueeze(1).repeat(1, history.shape[1], 1, 1, 1)
+            prev = torch.zeros(b, history.shape[1] - 1, 2)
+            frames[torch.as_tensor(ids)], prev[torch.as_tensor(ids)] = history, acts
+            first = 0 if args.play_starts else history.shape[1] - 1
+            for k in range(first, history.shape[1]):
+                act = torch.zeros(b, 2) if k == first else prev[:, k - 1]
+                fresh = local.observe_step(fresh, act, local.encode(frames[:, k]))
         keep = torch.ones(b, dtype=torch.bool)
         keep[torch.as_tensor(ids)] = False
         state = map_state(lambda s, f: torch.where(keep.view(-1, *[1] * (s.ndim - 1)), s, f), state, fresh)
@@ -115,14 +170,17 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> l
 
     restart(np.arange(b))
     rows, t0, samples = [], time.perf_counter(), 0
-    cover, rets = [], []
+    cover, rets, moved = [], [], []
+    recent: deque[Window] = deque(maxlen=args.critic_windows)
     bar = tqdm(range(args.iterations), desc=f"oracle {args.reward}")
     for it in bar:
+        before = sim.coverage.copy()
         loss, window, state, frame = imagine_window(agent, local, sim.step, reward_fn, state, frame, cfg.horizon)
         if actor_step(agent, optims["actor"], loss, loss) is None:
             restart(np.arange(b))
             continue
-        critic_update(agent, window, optims["critic"], rng)
+        recent.append(window)  # the critic regresses on the last --critic-windows windows (1: SAPO's)
+        critic_update(agent, merge_windows(list(recent)), optims["critic"], rng)
         temperature_update(agent, window, optims["alpha"])
         if finetune is not None and (it + 1) % args.finetune_every == 0:
             finetune(window.frames.transpose(0, 1), window.actions.transpose(0, 1),
@@ -130,17 +188,22 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> l
         samples += cfg.horizon * b
         age += cfg.horizon
         cover.append(sim.coverage.mean())
+        moved.append(float(np.mean(np.abs(sim.coverage - before) > 1e-3)))  # windows in which the T moved
         rets.append(float(window.global_rewards.mean()))
         restart(np.flatnonzero(age >= args.episode_len))
-        bar.set_postfix(cov=f"{np.mean(cover[-20:]):.3f}", r=f"{np.mean(rets[-20:]):.2f}")
+        bar.set_postfix(
+            cov=f"{np.mean(cover[-20:]):.3f}", moved=f"{np.mean(moved[-20:]):.2f}", r=f"{np.mean(rets[-20:]):.2f}"
+        )
         if (it + 1) % args.eval_every == 0 or it + 1 == args.iterations:
             real = evaluate(ImagePolicy(local, agent.actor, name=f"oracle-{it + 1}"))
+            real.update(agent_checks(local, agent))
             row = {"windows": it + 1, "samples": samples, "time_s": time.perf_counter() - t0,
                    "train_coverage": float(np.mean(cover[-50:])), "train_reward": float(np.mean(rets[-50:])),
+                   "train_t_moved": float(np.mean(moved[-50:])),
                    "entropy": float(window.entropy.mean()), "alpha": agent.log_alpha.exp().item(), **real}  # fmt: skip
             rows.append(row)
             print(json.dumps(row))
-    return rows
+    return rows, agent
 
 
 def main() -> None:
@@ -157,6 +220,13 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--target-entropy-scale", type=float, default=0.5, help="target entropy = -scale * 2")
     parser.add_argument("--finetune-every", type=int, default=4, help="windows per RSSM fine-tuning step (0: never)")
+    parser.add_argument("--play-starts", type=int, default=0,
+                        help="start episodes after U{0..N} steps of a scripted operator (as train-policy starts "
+                             "from play contexts); 0: from the reset")  # fmt: skip
+    parser.add_argument("--critic-windows", type=int, default=1,
+                        help="the critic regresses on the last N windows (1: the latest only, as SAPO)")  # fmt: skip
+    parser.add_argument("--no-value-gradient", action="store_true",
+                        help="actor gradient from the window's rewards alone, not through the critic")  # fmt: skip
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -174,8 +244,10 @@ def main() -> None:
 
     random_cfg = EvalConfig(policies=("random",), episodes=args.episodes, videos=0, out=args.out / "eval", pusht=pusht)
     reference = evaluate_named(random_cfg)
-    rows = train(args, local, reward, evaluate)
+    rows, agent = train(args, local, reward, evaluate)
     args.out.mkdir(parents=True, exist_ok=True)
+    save_file(agent.state_dict(), args.out / f"agent_seed{args.seed}.safetensors")  # for later checks
+    save_file(local.state_dict(), args.out / f"local_seed{args.seed}.safetensors")
     (args.out / f"oracle_{args.reward}_seed{args.seed}.json").write_text(json.dumps({"rows": rows, "random": reference},
                                                                                   default=str, indent=1))  # fmt: skip
     print(f"random: {reference}")

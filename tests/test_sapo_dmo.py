@@ -230,6 +230,29 @@ def test_imagine_window_trains_the_actor_only_and_records_forward_values():
     temperature_update(agent, window, opts["alpha"])
 
 
+@pytest.mark.parametrize("value_gradient", [True, False])
+def test_value_gradient_switch_keeps_the_return_and_drops_the_critics_gradient(value_gradient):
+    from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, imagine_window
+
+    torch.manual_seed(0)
+    local = ToyRSSM().requires_grad_(False)
+    cfg = SAPOConfig(horizon=2, actor_hidden=(16,), value_gradient=value_gradient)
+    agent = Agent(16, 2, cfg)
+    agent.log_alpha.data.fill_(-math.inf)  # alpha 0: no entropy bonus, the rewards and the bootstrap remain
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    state = local.observe_step(local.initial_state(3), torch.zeros(3, 2), local.encode(frames))
+
+    def step_world(action):
+        return torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+    local.head.weight.data.zero_()  # a flat reward head: any actor gradient comes through the critic
+    loss, *_ = imagine_window(agent, local, step_world, lambda f: torch.zeros(len(f)), state, frames, 2)
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in agent.actor.parameters() if p.grad is not None])
+    assert torch.isfinite(loss) and loss != 0  # the bootstrap's value is in the return either way
+    assert (grad.abs().sum() > 0) == value_gradient
+
+
 class PointMass:
     """A differentiable 2-D reach task as a LocalModel: x' = x + 0.2 a (times ``gain``), reward -|x'|^2."""
 

@@ -114,6 +114,9 @@ class SAPOConfig:
     bc_pretrain: int = 0
     """behaviour-prior steps on the actor alone before the first window of a fresh run (DAPG-style warm start:
     the policy gradient then starts from the operator's behaviour instead of a random actor)"""
+    value_gradient: bool = True
+    """False: the actor sees the bootstrap V(s_H) as a constant, so its gradient comes from the H rewards alone (a
+    diagnostic, not in the paper: it tells whether what the critic pays for steers the policy)"""
     policy_gradient: bool = True
     """False drops the return from the actor's loss, leaving the behaviour prior alone (the control that shows
     what the policy gradient adds to it)"""
@@ -214,7 +217,8 @@ def imagine_window(
         if step_world is not None:
             frames.append(frame)
         actions.append(action.detach())
-    bootstrap = agent.critic(local.features(latent)).mean(0)
+    end = local.features(latent)
+    bootstrap = agent.critic(end if cfg.value_gradient else end.detach()).mean(0)
     ret = soft_return(torch.stack(rewards), torch.stack(bonus), bootstrap, cfg.gamma)
     loss = -(ret / horizon).mean()
     bonus_d = torch.stack(bonus).detach()

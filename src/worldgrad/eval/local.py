@@ -49,13 +49,18 @@ class EvalLocalConfig:
 def head_scorer(model: RSSM, settle: int = 4) -> Any:
     """The reward head as a frame scorer: each frame filtered ``settle`` times from the blank state (no motion),
     then the head on its features; ``starts`` are ignored (the head has its own memory)."""
+    return feature_scorer(model, model.reward, settle)
+
+
+def feature_scorer(model: RSSM, head: Any, settle: int = 4) -> Any:
+    """Any function of the local model's features (reward head, critic) as a frame scorer, as in :func:`head_scorer`."""
 
     @torch.no_grad()
     def score(frames: np.ndarray, starts: np.ndarray) -> torch.Tensor:
         dev = next(model.parameters()).device
         embed = model.encode(torch.as_tensor(frames, device=dev))[:, None].expand(-1, settle, -1)
         posts, _ = model.observe(embed, torch.zeros(len(frames), settle, model.cfg.action_dim, device=dev))
-        return model.reward(model.features(posts)[:, -1])
+        return head(model.features(posts)[:, -1])
 
     return score
 
