@@ -188,7 +188,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         samples += cfg.horizon * b
         age += cfg.horizon
         cover.append(sim.coverage.mean())
-        moved.append(float(np.mean(np.abs(sim.coverage - before) > 1e-3)))  # windows in which the T moved
+        moved.append(float(np.mean(np.abs(sim.coverage - before) > 1e-3)))  # T moved over the goal (a lower bound)
         rets.append(float(window.global_rewards.mean()))
         restart(np.flatnonzero(age >= args.episode_len))
         bar.set_postfix(
@@ -199,7 +199,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
             real.update(agent_checks(local, agent))
             row = {"windows": it + 1, "samples": samples, "time_s": time.perf_counter() - t0,
                    "train_coverage": float(np.mean(cover[-50:])), "train_reward": float(np.mean(rets[-50:])),
-                   "train_t_moved": float(np.mean(moved[-50:])),
+                   "train_coverage_changed": float(np.mean(moved[-50:])),
                    "entropy": float(window.entropy.mean()), "alpha": agent.log_alpha.exp().item(), **real}  # fmt: skip
             rows.append(row)
             print(json.dumps(row))
