@@ -358,12 +358,9 @@ def _local_section(results: dict[str, Any]) -> list[str]:
 
 
 def _head_effect_line(e: dict[str, float]) -> list[str]:
-    return [
-        f"Reward head with the T held still (simulator check): range over agent positions {e['agent_range']:.2f}, "
-        f"agent on the goal region {e['agent_on_goal_gain']:+.3f}, T to the goal {e['t_to_goal_gain']:.2f}; the "
-        "actor follows this head's gradient.",
-        "",
-    ]
+    from worldgrad.eval.local import format_head_effect
+
+    return [format_head_effect(e), ""]
 
 
 def _policy_section(run: RunDir, cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:

@@ -65,6 +65,16 @@ def feature_scorer(model: RSSM, head: Any, settle: int = 4) -> Any:
     return score
 
 
+def format_head_effect(e: dict[str, float]) -> str:
+    """One markdown sentence on the reward head's agent-position check (eval-local's table and the pipeline report)."""
+    return (
+        f"Reward head with the T held still (simulator check, as in eval-reward): range over agent positions "
+        f"{e['agent_range']:.2f}, agent-on-goal gain {e['agent_on_goal_gain']:+.3f}, T-to-goal gain "
+        f"{e['t_to_goal_gain']:.2f}. DMO's actor follows this head's gradient, so what it pays for the agent's "
+        "place alone pulls the policy there."
+    )
+
+
 class LocalRollout:
     """The RSSM behind the rollout-engine interface (reset on real frames, step with actions, frames out)."""
 
@@ -199,13 +209,7 @@ def evaluate_local(cfg: EvalLocalConfig, progress: bool = True) -> dict[str, Any
         "| target | R^2 | median error px | frames fit / scored |\n|---|---|---|---|\n" + "\n".join(lines)
     )
     if "head_agent_effect" in result:
-        e = result["head_agent_effect"]
-        probe_md += (
-            f"\n\nReward head with the T held still (simulator check, as in eval-reward): range over agent positions "
-            f"{e['agent_range']:.2f}, agent-on-goal gain {e['agent_on_goal_gain']:+.3f}, T-to-goal gain "
-            f"{e['t_to_goal_gain']:.2f}. DMO's actor follows this head's gradient, so what it pays for the agent's "
-            "place alone pulls the policy there."
-        )
+        probe_md += "\n\n" + format_head_effect(result["head_agent_effect"])
     (cfg.out / "fidelity.md").write_text(f"Local RSSM, open loop on {len(points)} held-out windows; model / "
                                          f"copy-last-frame.\n\n{md}\n\n{probe_md}\n")  # fmt: skip
     k = min(3, len(points))
