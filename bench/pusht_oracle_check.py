@@ -16,7 +16,8 @@ RSSM's reward head), which separates the learned reward from the rest. ``--play-
 random moment of scripted play (as ``train-policy`` starts from play contexts) instead of the reset. Every
 evaluation also reports what the reward head and the critic pay for the agent's place with the T held still
 (``head_*`` / ``critic_*``: ``agent_position_effect``'s range, agent-on-goal gain and T-to-goal gain), the two
-gradients the actor follows. ``--critic-windows`` and ``--no-value-gradient`` test remedies for the critic's.
+gradients the actor follows (``*_near_t``: the gain of the agent near the T, the cue a pusher needs).
+``--critic-windows``, ``--no-value-gradient`` and ``--play-values`` test remedies for the critic's.
 This is a bench, not a training method: it resets and reads the simulator, which ``train-policy`` never does.
 
     OMP_NUM_THREADS=1 python bench/pusht_oracle_check.py --run runs/pusht-cpu --out runs/oracle
@@ -45,10 +46,14 @@ from worldgrad.algos.dmo_sapo import (
     critic_update,
     imagine_window,
     map_state,
+    merge_windows,
     temperature_update,
+    with_play_values,
 )
 from worldgrad.algos.train_local import LocalFinetuner, load_local_model
+from worldgrad.algos.train_policy import PlayValues, pretrain_critic
 from worldgrad.algos.train_reward import load_goal_reward
+from worldgrad.data.store import EpisodeStore
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
 from worldgrad.eval.harness import EvalConfig, evaluate_policy
 from worldgrad.eval.harness import evaluate as evaluate_named
@@ -104,14 +109,6 @@ class SimEnvs:
         return torch.as_tensor(np.stack(frames))
 
 
-def merge_windows(windows: list[Window]) -> Window:
-    """Windows side by side as one batch, for the critic (features and rewards only)."""
-    if len(windows) == 1:
-        return windows[0]
-    return replace(windows[-1], features=torch.cat([w.features for w in windows], 1),
-                   rewards=torch.cat([w.rewards for w in windows], 1))  # fmt: skip
-
-
 def agent_checks(local: Any, agent: Agent, poses: int = 4) -> dict[str, float]:
     """What the reward head and the critic pay for the agent's place with the T held still, against moving the
     T onto the goal (``agent_position_effect``'s grid): the actor follows both gradients."""
@@ -119,7 +116,7 @@ def agent_checks(local: Any, agent: Agent, poses: int = 4) -> dict[str, float]:
     for name, head in (("head", local.reward), ("critic", lambda f: agent.critic(f).mean(0))):
         _, effect = agent_position_effect(feature_scorer(local, head), poses, image_size=local.cfg.image_size)
         out |= {f"{name}_agent_range": effect["agent_range"], f"{name}_on_goal": effect["agent_on_goal_gain"],
-                f"{name}_t_gain": effect["t_to_goal_gain"]}  # fmt: skip
+                f"{name}_near_t": effect["agent_near_t_gain"], f"{name}_t_gain": effect["t_to_goal_gain"]}  # fmt: skip
     return out
 
 
@@ -133,10 +130,22 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         horizon=args.horizon,
         target_entropy_scale=args.target_entropy_scale,
         value_gradient=not args.no_value_gradient,
+        play_values=args.play_values,
+        play_value_pretrain=args.critic_pretrain,
     )
     agent = Agent(local.feature_dim, 2, cfg)
     optims = agent.optimizers()
-    finetune = LocalFinetuner(local, lr=1e-4, seed=args.seed) if args.finetune_every > 0 else None
+    finetune = None
+    if args.finetune_every > 0:
+        finetune = LocalFinetuner(local, lr=1e-4, seed=args.seed, lookahead=args.lookahead,
+                                  lookahead_weight=args.lookahead_weight)  # fmt: skip
+    play = None
+    if args.play_values > 0:
+        store = EpisodeStore.open(args.store or args.run / "data" / "play")
+        play = PlayValues(store, local, args.label, cfg, torch.device("cpu"))
+        if args.critic_pretrain > 0:
+            first, last = pretrain_critic(agent, play, optims["critic"], args.critic_pretrain, rng)
+            print(json.dumps({"windows": 0, "critic_pretrain_loss": [first, last], **agent_checks(local, agent)}))
     b = args.num_envs
     size = local.cfg.image_size
     state, frame, start = local.initial_state(b), torch.zeros(b, size, size, 3, dtype=torch.uint8), None
@@ -180,7 +189,9 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
             restart(np.arange(b))
             continue
         recent.append(window)  # the critic regresses on the last --critic-windows windows (1: SAPO's)
-        critic_update(agent, merge_windows(list(recent)), optims["critic"], rng)
+        batch = merge_windows(list(recent))
+        critic_update(agent, batch if play is None else with_play_values(batch, *play.sample(rng)), optims["critic"],
+                      rng)  # fmt: skip
         temperature_update(agent, window, optims["alpha"])
         if finetune is not None and (it + 1) % args.finetune_every == 0:
             finetune(window.frames.transpose(0, 1), window.actions.transpose(0, 1),
@@ -220,11 +231,20 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--target-entropy-scale", type=float, default=0.5, help="target entropy = -scale * 2")
     parser.add_argument("--finetune-every", type=int, default=4, help="windows per RSSM fine-tuning step (0: never)")
+    parser.add_argument("--lookahead", type=int, default=0,
+                        help="reward head fine-tuned on lookahead labels (as its store label)")  # fmt: skip
+    parser.add_argument("--lookahead-weight", type=float, default=1.0)
     parser.add_argument("--play-starts", type=int, default=0,
                         help="start episodes after U{0..N} steps of a scripted operator (as train-policy starts "
                              "from play contexts); 0: from the reset")  # fmt: skip
     parser.add_argument("--critic-windows", type=int, default=1,
                         help="the critic regresses on the last N windows (1: the latest only, as SAPO)")  # fmt: skip
+    parser.add_argument("--play-values", type=int, default=0,
+                        help="play windows of the store in every critic update (SAPOConfig.play_values)")  # fmt: skip
+    parser.add_argument("--critic-pretrain", type=int, default=0,
+                        help="critic updates on play windows alone before training (needs --play-values)")  # fmt: skip
+    parser.add_argument("--store", type=Path, default=None, help="play store (default RUN/data/play)")
+    parser.add_argument("--label", default="reward", help="the store's reward label for --play-values")
     parser.add_argument("--no-value-gradient", action="store_true",
                         help="actor gradient from the window's rewards alone, not through the critic")  # fmt: skip
     parser.add_argument("--eval-every", type=int, default=250)
@@ -232,6 +252,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.critic_pretrain > 0 and args.play_values <= 0:
+        parser.error("--critic-pretrain needs play windows to learn from: pass --play-values N")
     torch.set_num_threads(args.threads)
     local = load_local_model(args.local or args.run / "local" / "local.safetensors")
     reward = load_goal_reward(args.reward_model or args.run / "reward" / "reward.safetensors")

@@ -160,6 +160,19 @@ def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch
     for ep in EpisodeStore.open(store_path):
         assert np.allclose(ep.label("rtest"), first[ep.key]) and ep.label("rtest").shape == (len(ep),)
         assert json.loads((ep.path / "labels" / "rtest.json").read_text())["start_offset"] == 16
+    # the lookahead label: the reward plus the episode's best gain over the next frames, relabelled when it changes
+    ahead = replace(cfg, lookahead=3, lookahead_weight=2.0)
+    assert label_store(ahead, progress=False) == {"written": 4, "skipped": 0}
+    for ep in EpisodeStore.open(store_path):
+        want = reward_labels.lookahead_labels(first[ep.key], 3, 2.0)
+        assert np.allclose(ep.label("rtest"), want) and (want >= first[ep.key]).all()
+
+
+def test_lookahead_labels_on_hand_computed_values():
+    r = np.array([0, 0, 1, 3, 2, 0, 0], np.float32)
+    np.testing.assert_allclose(reward_labels.lookahead_labels(r, 2, 1.0), [1, 3, 3, 3, 2, 0, 0])
+    np.testing.assert_allclose(reward_labels.lookahead_labels(r, 2, 0.5), [0.5, 1.5, 2, 3, 2, 0, 0])
+    np.testing.assert_allclose(reward_labels.lookahead_labels(r, 0, 1.0), r)  # off: the reward itself
 
 
 def test_wrong_image_size_is_a_clear_error(store_path, tmp_path):
@@ -255,3 +268,22 @@ def test_agent_position_check_tells_a_parking_reward_from_a_task_reward():
     assert parking["agent_on_goal_gain"] > 0.02 and parking["t_to_goal_gain"] == 0
     _, task = agent_position_effect(_PixelReward(t_on_goal), poses=1)
     assert task["t_to_goal_gain"] > 5 and task["agent_range_vs_t_gain"] < 0.5 and abs(task["agent_on_goal_gain"]) < 1
+
+
+def test_agent_position_check_measures_what_approaching_the_t_is_worth():
+    from worldgrad.eval.reward import agent_position_effect
+
+    def centroid(mask):
+        ys, xs = np.nonzero(mask)
+        return np.array([xs.mean(), ys.mean()]) if len(xs) else np.zeros(2)
+
+    def near_t(f):  # pays for the blue agent close to the grey T, wherever both are
+        f = f.astype(int)
+        agent = f[..., 2] - f[..., 0] > 60
+        t = np.abs(f - (143, 163, 184)).sum(-1) < 30
+        return -float(np.hypot(*(centroid(agent) - centroid(t))))
+
+    _, e = agent_position_effect(_PixelReward(near_t), poses=2)
+    assert e["agent_near_t_gain"] > 5  # image pixels closer, on average
+    _, far = agent_position_effect(_PixelReward(lambda f: -near_t(f)), poses=2)
+    assert far["agent_near_t_gain"] < -5

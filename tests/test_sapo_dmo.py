@@ -561,3 +561,44 @@ def test_train_policy_with_the_rssm_exports_a_deployable_policy(tmp_path):
     assert action.shape == (2,) and action.dtype == np.float32 and np.abs(action).max() <= 1
     with pytest.raises(ValueError, match="one uint8"):
         policy.act(np.zeros((size, size), np.float32))
+
+
+def test_play_values_give_the_critic_recorded_sequences_with_their_reward_labels(tmp_path):
+    from dataclasses import replace
+
+    from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, Window, critic_targets, with_play_values
+    from worldgrad.algos.train_policy import PlayValues, TrainPolicyConfig, train_policy
+    from worldgrad.data.store import EpisodeStore
+    from worldgrad.runtime.metrics import read_metrics
+
+    world = tiny_world(tmp_path)
+    torch.manual_seed(0)
+    local = ToyRSSM(size=world["pusht"].image_size)
+    cfg = SAPOConfig(horizon=3, play_values=5, play_burn_in=2, critic_hidden=(8,))
+    play = PlayValues(EpisodeStore.open(world["store"]), local, "reward", cfg, torch.device("cpu"))
+    feats, rewards = play.sample(np.random.default_rng(3))
+    assert feats.shape == (4, 5, 16) and rewards.shape == (3, 5)
+    batch = play.sampler.sample(5, np.random.default_rng(3))  # the same windows: reward t = label of frame t + 1
+    torch.testing.assert_close(rewards, torch.as_tensor(batch.labels["reward"][:, 3:6].T, dtype=torch.float32))
+    # merged with an imagined window (B = 2): play rewards get the window's mean entropy bonus, targets stay TD-lambda
+    g = torch.randn(3, 2)
+    window = Window(features=torch.randn(4, 2, 16), rewards=g + 0.25, frames=torch.zeros(4, 2, 1, 1, 3),
+                    actions=torch.zeros(3, 2, 2), global_rewards=g, entropy=torch.zeros(3, 2))  # fmt: skip
+    merged = with_play_values(window, feats, rewards)
+    assert merged.features.shape == (4, 7, 16)
+    torch.testing.assert_close(merged.rewards[:, 2:], rewards + 0.25)
+    agent = Agent(16, 2, cfg)
+    torch.testing.assert_close(critic_targets(agent, merged)[:, :2], critic_targets(agent, window))
+    # train-policy reads the store's labels for them (a store without the label fails with the labelling command)
+    pcfg = TrainPolicyConfig(wm=world["wm"], reward=world["reward"], store=world["store"], runs=tmp_path, name="pv",
+                             sapo=replace(cfg, critic_iterations=1, critic_minibatches=1, actor_hidden=(16,),
+                                          play_value_pretrain=3),
+                             num_envs=2, iterations=2, eval_every=2, device="cpu")  # fmt: skip
+    train_policy(pcfg, local, 16, None, None, progress=False)
+    lines = read_metrics(tmp_path / "pv" / "metrics.jsonl")
+    assert all(np.isfinite(x["policy/critic_loss"]) for x in lines if "policy/critic_loss" in x)
+    assert [x["step"] for x in lines if "policy/critic_pretrain_last" in x] == [0]  # the critic's warm start
+    with pytest.raises(ValueError, match=r"pass --sapo\.play-values N"):
+        train_policy(replace(pcfg, sapo=replace(pcfg.sapo, play_values=0)), local, 16, None, None, progress=False)
+    with pytest.raises(Exception, match="label 'nope' is missing"):
+        train_policy(replace(pcfg, name="pv2", reward_label="nope"), local, 16, None, None, progress=False)

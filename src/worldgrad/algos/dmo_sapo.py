@@ -19,7 +19,7 @@ filter, a differentiable one-step prior and a reward head can serve as the backw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -117,6 +117,15 @@ class SAPOConfig:
     value_gradient: bool = True
     """False: the actor sees the bootstrap V(s_H) as a constant, so its gradient comes from the H rewards alone (a
     diagnostic, not in the paper: it tells whether what the critic pays for steers the policy)"""
+    play_values: int = 0
+    """play windows of the store added to every critic update, their TD-lambda targets from the store's reward
+    labels (off-policy values of the play behaviour, not in the paper: a critic fit to the policy's own windows
+    alone learns nothing about states the policy has not reached yet, such as the agent at the T). 0 is the
+    paper's method"""
+    play_burn_in: int = 8
+    """frames the local model filters before each play window's values"""
+    play_value_pretrain: int = 0
+    """critic updates on play windows alone before the first window of a fresh run (needs ``play_values``)"""
     policy_gradient: bool = True
     """False drops the return from the actor's loss, leaving the behaviour prior alone (the control that shows
     what the policy gradient adds to it)"""
@@ -253,6 +262,32 @@ def actor_step(
     norm = float(torch.nn.utils.clip_grad_norm_(params, agent.cfg.max_grad_norm))
     optim.step()
     return norm
+
+
+def merge_windows(windows: list[Window]) -> Window:
+    """Windows of the same length side by side as one batch, for the critic (features and rewards only)."""
+    if len(windows) == 1:
+        return windows[0]
+    return replace(windows[-1], features=torch.cat([w.features for w in windows], 1),
+                   rewards=torch.cat([w.rewards for w in windows], 1))  # fmt: skip
+
+
+def with_play_values(window: Window, features: torch.Tensor, rewards: torch.Tensor) -> Window:
+    """``window`` and recorded play sequences (features (H + 1, B', F), reward labels (H, B')) as one critic batch.
+
+    The play rewards get the window's mean entropy bonus, so both kinds of targets are on the scale of SAPO's
+    soft values."""
+    latest = window.rewards[:, -window.global_rewards.shape[1] :]  # a merged batch keeps the last one's record
+    bonus = (latest - window.global_rewards).mean()
+    return merge_windows([window, replace(window, features=features, rewards=rewards + bonus)])
+
+
+def play_window(features: torch.Tensor, rewards: torch.Tensor) -> Window:
+    """Recorded play sequences as a critic batch of their own (no entropy bonus: there is no policy yet)."""
+    h, b = rewards.shape
+    return Window(features=features, rewards=rewards, frames=features.new_zeros(0, b, 1, 1, 3, dtype=torch.uint8),
+                  actions=features.new_zeros(h, b, 0), global_rewards=rewards,
+                  entropy=torch.zeros_like(rewards))  # fmt: skip
 
 
 def critic_targets(agent: Agent, window: Window) -> torch.Tensor:

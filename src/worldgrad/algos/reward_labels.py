@@ -30,6 +30,26 @@ def episode_rewards(reward: GoalReward, frames: np.ndarray, start_offset: int, c
     return np.concatenate(out).astype(np.float32)
 
 
+def lookahead_labels(rewards: np.ndarray, steps: int, weight: float) -> np.ndarray:
+    """r_t + weight * max(0, max_{1 <= j <= steps} r_{t+j} - r_t) within one episode (T,).
+
+    The recorded behaviour's best reward gain in the next ``steps`` frames: high where the operator was about to
+    improve the scene, e.g. with the agent at the object on the side that pushes it toward the goal. A label for
+    the local model's reward head only (not in the paper): DMO takes its gradients from that head and its values
+    from the global reward, so this shapes the direction of the policy's gradient without changing the return
+    it is judged by. A reward that ignores the agent's place is otherwise flat wherever the agent is not touching
+    the object, and the policy has no gradient that brings it there.
+    """
+    if steps <= 0:
+        return rewards
+    r = np.asarray(rewards, dtype=np.float32)
+    ahead = np.full_like(r, -np.inf)
+    for j in range(1, steps + 1):
+        ahead[:-j] = np.maximum(ahead[:-j], r[j:])
+    gain = np.where(np.isfinite(ahead), np.maximum(ahead - r, 0.0), 0.0)
+    return (r + weight * gain).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class LabelRewardConfig:
     """Write the reward of every stored frame into the store as a per-frame label."""
@@ -42,6 +62,10 @@ class LabelRewardConfig:
     """label name"""
     start_offset: int = 16
     """frame t is scored from s_start = frame t - start_offset"""
+    lookahead: int = 0
+    """> 0: add the episode's best reward gain over this many next frames (:func:`lookahead_labels`): a shaped
+    label for the local model's reward head, e.g. ``--name reward_ahead --lookahead 8``; 0 labels the reward"""
+    lookahead_weight: float = 1.0
     device: str = "auto"
 
 
@@ -67,12 +91,15 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
     store = EpisodeStore.open(cfg.store)
     reward = load_goal_reward(cfg.reward, pick_device(cfg.device))
     stamp = {"model": _file_digest(cfg.reward), "start_offset": cfg.start_offset}
+    if cfg.lookahead > 0:
+        stamp |= {"lookahead": cfg.lookahead, "lookahead_weight": cfg.lookahead_weight}
     written = skipped = 0
     for ep in tqdm(list(store), desc=f"label {cfg.name}", disable=not progress):
         if _up_to_date(ep, cfg.name, stamp):
             skipped += 1
             continue
-        store.write_label(ep.key, cfg.name, episode_rewards(reward, ep.frames, cfg.start_offset))
+        rewards = episode_rewards(reward, ep.frames, cfg.start_offset)
+        store.write_label(ep.key, cfg.name, lookahead_labels(rewards, cfg.lookahead, cfg.lookahead_weight))
         save_json_atomic(ep.path / "labels" / f"{cfg.name}.json", stamp)
         written += 1
     return {"written": written, "skipped": skipped}

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from worldgrad.algos.reward_labels import lookahead_labels
 from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore, StoreError
 from worldgrad.models.rssm import RSSM, RSSMConfig
@@ -207,12 +208,15 @@ class LocalFinetuner:
     ``__call__(frames (B, T, H, W, 3) uint8, actions (B, T - 1, A), rewards (B, T - 1))`` adds the windows
     (reward t - 1 belongs to frame t) and takes ``updates`` gradient steps on random stored windows; it
     returns the losses and the one-step error of the prior on the newest windows (KL(post || prior)),
-    which tells how well the backward model tracks the forward rollouts.
+    which tells how well the backward model tracks the forward rollouts. ``lookahead > 0`` fits the reward head
+    to :func:`~worldgrad.algos.reward_labels.lookahead_labels` of each window's rewards, as it was pretrained
+    on a store labelled with ``label-reward --lookahead``.
     """
 
     def __init__(self, model: RSSM, lr: float = 1e-4, capacity: int = 2048, updates: int = 1, batch_size: int = 16,
-                 seed: int = 0) -> None:  # fmt: skip
+                 seed: int = 0, lookahead: int = 0, lookahead_weight: float = 1.0) -> None:  # fmt: skip
         self.model, self.updates, self.batch_size, self.capacity = model, updates, batch_size, capacity
+        self.lookahead, self.lookahead_weight = lookahead, lookahead_weight
         self.optim = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
         self.buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.rng = np.random.default_rng(seed)
@@ -221,6 +225,9 @@ class LocalFinetuner:
         # align as the store does: action t follows frame t; reward label t belongs to frame t
         zero_a = torch.zeros_like(actions[:, :1])
         acts = torch.cat([actions, zero_a], 1)
+        if self.lookahead > 0:
+            shaped = [lookahead_labels(r, self.lookahead, self.lookahead_weight) for r in rewards.cpu().numpy()]
+            rewards = torch.as_tensor(np.stack(shaped), dtype=rewards.dtype)
         rews = torch.cat([torch.zeros_like(rewards[:, :1]), rewards], 1)
         for i in range(frames.shape[0]):
             self.buffer.append((frames[i].detach().cpu(), acts[i].detach().cpu(), rews[i].detach().cpu()))

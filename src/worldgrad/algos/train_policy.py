@@ -28,9 +28,12 @@ from worldgrad.algos.dmo_sapo import (
     critic_update,
     imagine_window,
     map_state,
+    play_window,
     temperature_update,
+    with_play_values,
 )
 from worldgrad.data.chunks import ChunkDataset
+from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore
 from worldgrad.imagine.rollout import ImageStarts, StartConfig, StoreContexts, WorldModelRollout
 from worldgrad.runtime.metrics import MetricsLogger
@@ -69,10 +72,16 @@ class TrainPolicyConfig:
     finetune_updates: int = 1
     """local-model gradient steps per fine-tuning call"""
     finetune_lr: float = 1e-4
+    finetune_lookahead: int = 0
+    """> 0: the reward head is fine-tuned on lookahead labels of the windows' rewards: pass the ``--lookahead``
+    (and ``finetune_lookahead_weight`` the ``--lookahead-weight``) its store label was written with"""
+    finetune_lookahead_weight: float = 1.0
     forward: Literal["global", "local"] = "global"
     """model that generates the imagined trajectories: global (DMO-SAPO: the diffusion model generates, the
     local model differentiates) or local (the "No Diffusion" ablation: the local model does both, with its own
     reward head; no fine-tuning then, as there are no generated frames to fit; ``wm`` and ``reward`` are not read)"""
+    reward_label: str = "reward"
+    """the store's per-frame reward label (written by label-reward), read with ``--sapo.play-values``"""
     local_context: int = 4
     """with ``forward local``: real frames the local model filters before an imagined episode starts (with
     ``global``, the world model's context length)"""
@@ -150,6 +159,31 @@ class Demonstrations:
         return feats, torch.as_tensor(target, device=self.device)
 
 
+class PlayValues:
+    """Recorded play sequences for the critic (``SAPOConfig.play_values``): windows of the store filtered by the
+    local model, with the reward labels the global reward model wrote for their frames."""
+
+    def __init__(self, store: EpisodeStore, local: LocalModel[Any], label: str, cfg: SAPOConfig,
+                 device: torch.device) -> None:  # fmt: skip
+        self.sampler = WindowSampler(store, cfg.play_burn_in + cfg.horizon + 1, "all", labels=(label,))
+        self.local, self.label, self.cfg, self.device = local, label, cfg, device
+
+    @torch.no_grad()
+    def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (H + 1, B, F), rewards (H, B)): reward t is the label of frame t + 1, as in a window."""
+        b = self.sampler.sample(self.cfg.play_values, rng)
+        frames = torch.as_tensor(b.frames, device=self.device)
+        actions = torch.as_tensor(b.actions, device=self.device)
+        state, feats = self.local.initial_state(len(frames)), []
+        for k in range(frames.shape[1]):  # action t follows frame t
+            act = torch.zeros_like(actions[:, 0]) if k == 0 else actions[:, k - 1]
+            state = self.local.observe_step(state, act, self.local.encode(frames[:, k]))
+            if k >= self.cfg.play_burn_in:
+                feats.append(self.local.features(state))
+        labels = torch.as_tensor(b.labels[self.label], device=self.device, dtype=torch.float32)
+        return torch.stack(feats), labels[:, self.cfg.play_burn_in + 1 :].T
+
+
 def pretrain_actor(
     agent: Agent,
     demos: Demonstrations,
@@ -166,6 +200,20 @@ def pretrain_actor(
         loss.backward(inputs=list(agent.actor.parameters()))
         optim.step()
         losses.append(loss.item())
+    return float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+
+
+def pretrain_critic(
+    agent: Agent,
+    play: PlayValues,
+    optim: torch.optim.Optimizer,
+    calls: int,
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> tuple[float, float]:
+    """``calls`` critic updates on play windows alone; returns the mean loss of the first and last 10."""
+    losses = [critic_update(agent, play_window(*play.sample(rng)), optim, rng)
+              for _ in tqdm(range(calls), desc="critic-pretrain", disable=not progress)]  # fmt: skip
     return float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
 
 
@@ -191,6 +239,8 @@ def train_policy(
     from worldgrad.algos.train_wm import load_world_model
     from worldgrad.policy import ImagePolicy
 
+    if cfg.sapo.play_value_pretrain > 0 and cfg.sapo.play_values <= 0:
+        raise ValueError("--sapo.play-value-pretrain needs play windows to learn from: pass --sapo.play-values N")
     run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True, ignore=("iterations", "device", "eval_every"))
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
@@ -233,6 +283,11 @@ def train_policy(
                disable=not progress)  # fmt: skip
     use_demos = cfg.sapo.bc_weight > 0 or cfg.sapo.bc_pretrain > 0
     demos = Demonstrations(envs.contexts.sampler.store, local, cfg.sapo, device) if use_demos else None
+    play = (PlayValues(envs.contexts.sampler.store, local, cfg.reward_label, cfg.sapo, device)
+            if cfg.sapo.play_values > 0 else None)  # fmt: skip
+    if play is not None and start == 0 and cfg.sapo.play_value_pretrain > 0:
+        first, last = pretrain_critic(agent, play, optims["critic"], cfg.sapo.play_value_pretrain, rng, progress)
+        logger.log(0, {"policy/critic_pretrain_first": first, "policy/critic_pretrain_last": last})
     if demos is not None and start == 0 and cfg.sapo.bc_pretrain > 0:
         bc_first, bc_last = pretrain_actor(agent, demos, optims["actor"], cfg.sapo.bc_pretrain, rng, progress)
         logger.log(0, {"policy/bc_pretrain_first": bc_first, "policy/bc_pretrain_last": bc_last})
@@ -254,7 +309,8 @@ def train_policy(
         envs.state, envs.frame = state, frame
         envs.age += h
         samples += h * cfg.num_envs  # imagined transitions (frames generated, for the global forward model)
-        logs["policy/critic_loss"] = critic_update(agent, window, optims["critic"], rng)
+        critic_batch = window if play is None else with_play_values(window, *play.sample(rng))
+        logs["policy/critic_loss"] = critic_update(agent, critic_batch, optims["critic"], rng)
         logs["policy/alpha_loss"] = temperature_update(agent, window, optims["alpha"])
         if finetune is not None and (it + 1) % cfg.finetune_every == 0:
             ft = finetune(window.frames.transpose(0, 1), window.actions.transpose(0, 1),
@@ -300,7 +356,8 @@ def train_policy_from_files(cfg: TrainPolicyConfig, pusht: Any = None, progress:
     run_path = Path(cfg.runs) / cfg.name
     saved_local = run_path / "local.safetensors"  # the fine-tuned copy, when resuming
     local = load_local_model(saved_local if saved_local.exists() else cfg.local, device)
-    finetune = (LocalFinetuner(local, lr=cfg.finetune_lr, updates=cfg.finetune_updates, seed=cfg.seed)
+    finetune = (LocalFinetuner(local, lr=cfg.finetune_lr, updates=cfg.finetune_updates, seed=cfg.seed,
+                               lookahead=cfg.finetune_lookahead, lookahead_weight=cfg.finetune_lookahead_weight)
                 if cfg.finetune_every > 0 else None)  # fmt: skip
     pusht = replace(pusht or PushTConfig(), image_size=local.cfg.image_size)
 

@@ -160,6 +160,8 @@ def _video(path: Path, store: EpisodeStore, rewards: list[np.ndarray], coverages
 
 AGENT_GRID = np.linspace(60.0, 452.0, 9)
 """agent positions (board pixels, per axis) of the agent-position check"""
+NEAR_T = 100.0
+"""agent positions closer than this to the T's origin (board pixels) count as near it (the T spans ~120 px)"""
 
 
 @torch.no_grad()
@@ -173,18 +175,20 @@ def agent_position_effect(
     of frames (e.g. the local model's reward head, :func:`worldgrad.eval.local.head_scorer`); ``image_size``
     defaults to the size of its goal images. Returns the maps (poses, 9, 9) and ``agent_range`` (mean over poses
     of max - min over the grid), ``agent_on_goal_gain`` (mean reward with the agent inside the goal region minus
-    elsewhere), ``t_to_goal_gain`` and ``agent_range_vs_t_gain`` (what parking the agent is worth against solving
-    the task).
+    elsewhere), ``agent_near_t_gain`` (mean reward with the agent within ``NEAR_T`` pixels of the T minus farther
+    away: what approaching the T is worth, the cue a pusher needs), ``t_to_goal_gain`` and
+    ``agent_range_vs_t_gain`` (what parking the agent is worth against solving the task).
     """
     from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
 
     env = PushTEnv(PushTConfig(image_size=image_size or int(reward.goal_images.shape[1])))
     xs, ys = np.meshgrid(AGENT_GRID, AGENT_GRID)
     on_goal = np.hypot(xs - GOAL_POSE[0], ys - GOAL_POSE[1]) < 80.0  # the goal T's extent around its origin
-    maps, gains = [], []
+    maps, gains, near = [], [], []
     for k in range(poses):
         start, info = env.reset(seed=seed + k)
         block, agent = info["block_pose"], info["agent_pos"]
+        near.append(np.hypot(xs - block[0], ys - block[1]) < NEAR_T)
         frames = [env.reset(seed=seed + k, options={"agent_pos": (x, y), "block_pose": block})[0]
                   for x, y in zip(xs.ravel(), ys.ravel(), strict=True)]  # fmt: skip
         goal_frame, _ = env.reset(seed=seed + k, options={"agent_pos": tuple(agent), "block_pose": GOAL_POSE})
@@ -197,6 +201,7 @@ def agent_position_effect(
     effect = {
         "agent_range": float(np.mean(m.max((1, 2)) - m.min((1, 2)))),
         "agent_on_goal_gain": float(np.mean(m[:, on_goal]) - np.mean(m[:, ~on_goal])),
+        "agent_near_t_gain": float(np.mean([mk[nk].mean() - mk[~nk].mean() for mk, nk in zip(m, near, strict=True)])),
         "t_to_goal_gain": float(np.mean(gains)),
     }
     effect["agent_range_vs_t_gain"] = effect["agent_range"] / max(abs(effect["t_to_goal_gain"]), 1e-6)
