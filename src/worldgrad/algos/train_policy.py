@@ -136,6 +136,18 @@ class ImaginedEnvs:
         self.age[ids] = 0
 
 
+@torch.no_grad()
+def filter_frames(local: LocalModel[Any], frames: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
+    """Features (B, F) of the local model's filter after each of the frames (B, T, H, W, 3), from the blank state;
+    action t follows frame t (the last one may be absent: (B, T - 1, A) works too)."""
+    state, feats = local.initial_state(len(frames)), []
+    for k in range(frames.shape[1]):
+        act = torch.zeros_like(actions[:, 0]) if k == 0 else actions[:, k - 1]
+        state = local.observe_step(state, act, local.encode(frames[:, k]))
+        feats.append(local.features(state))
+    return feats
+
+
 class Demonstrations:
     """The behaviour prior's data: intent-on play frames of the store with the operator's actions, each
     filtered by the local model over the frames before it (the features the actor sees there)."""
@@ -149,14 +161,9 @@ class Demonstrations:
         index = rng.integers(0, len(self.data), size=self.cfg.bc_batch)
         frames, prev = self.data.history(index, self.cfg.bc_history)
         target = self.data.gather(index).actions[:, 0]
-        frames_t, prev_t = torch.as_tensor(frames, device=self.device), torch.as_tensor(prev, device=self.device)
-        with torch.no_grad():
-            state = self.local.initial_state(len(index))
-            for k in range(frames.shape[1]):
-                act = torch.zeros_like(prev_t[:, 0]) if k == 0 else prev_t[:, k - 1]
-                state = self.local.observe_step(state, act, self.local.encode(frames_t[:, k]))
-            feats = self.local.features(state)
-        return feats, torch.as_tensor(target, device=self.device)
+        *_, last = filter_frames(self.local, torch.as_tensor(frames, device=self.device),
+                                 torch.as_tensor(prev, device=self.device))  # fmt: skip
+        return last, torch.as_tensor(target, device=self.device)
 
 
 class PlayValues:
@@ -168,20 +175,13 @@ class PlayValues:
         self.sampler = WindowSampler(store, cfg.play_burn_in + cfg.horizon + 1, "all", labels=(label,))
         self.local, self.label, self.cfg, self.device = local, label, cfg, device
 
-    @torch.no_grad()
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(features (H + 1, B, F), rewards (H, B)): reward t is the label of frame t + 1, as in a window."""
         b = self.sampler.sample(self.cfg.play_values, rng)
-        frames = torch.as_tensor(b.frames, device=self.device)
-        actions = torch.as_tensor(b.actions, device=self.device)
-        state, feats = self.local.initial_state(len(frames)), []
-        for k in range(frames.shape[1]):  # action t follows frame t
-            act = torch.zeros_like(actions[:, 0]) if k == 0 else actions[:, k - 1]
-            state = self.local.observe_step(state, act, self.local.encode(frames[:, k]))
-            if k >= self.cfg.play_burn_in:
-                feats.append(self.local.features(state))
+        feats = filter_frames(self.local, torch.as_tensor(b.frames, device=self.device),
+                              torch.as_tensor(b.actions, device=self.device))  # fmt: skip
         labels = torch.as_tensor(b.labels[self.label], device=self.device, dtype=torch.float32)
-        return torch.stack(feats), labels[:, self.cfg.play_burn_in + 1 :].T
+        return torch.stack(feats[self.cfg.play_burn_in :]), labels[:, self.cfg.play_burn_in + 1 :].T
 
 
 def pretrain_actor(
