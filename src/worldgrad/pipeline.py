@@ -302,6 +302,7 @@ def _reward_section(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
         f"| mean true coverage of frames scoring above the goal | {_fmt(ev.get('coverage_above_goal_mean'), '.2f')} |",
         f"| reward range over agent positions, T held still (simulator check) | {_fmt(ev.get('agent_range'), '.2f')} |",
         f"| ... gain of the agent on the goal region | {_fmt(ev.get('agent_on_goal_gain'), '.2f')} |",
+        f"| ... gain of the agent near the T | {_fmt(ev.get('agent_near_t_gain'), '.2f')} |",
         f"| gain of moving the T to the goal | {_fmt(ev.get('t_to_goal_gain'), '.2f')} |",
         "",
         "Plots: `reward/eval/scatter.png`, `reward/eval/agent_effect.png`, `reward/eval/reward_video.mp4`.",

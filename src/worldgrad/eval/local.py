@@ -69,7 +69,8 @@ def format_head_effect(e: dict[str, float]) -> str:
     """One markdown sentence on the reward head's agent-position check (eval-local's table and the pipeline report)."""
     return (
         f"Reward head with the T held still (simulator check, as in eval-reward): range over agent positions "
-        f"{e['agent_range']:.2f}, agent-on-goal gain {e['agent_on_goal_gain']:+.3f}, T-to-goal gain "
+        f"{e['agent_range']:.2f}, agent-on-goal gain {e['agent_on_goal_gain']:+.3f}, agent-near-T gain "
+        f"{e['agent_near_t_gain']:+.3f}, T-to-goal gain "
         f"{e['t_to_goal_gain']:.2f}. DMO's actor follows this head's gradient, so what it pays for the agent's "
         "place alone pulls the policy there."
     )
