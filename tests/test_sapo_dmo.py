@@ -568,7 +568,7 @@ def test_play_values_give_the_critic_recorded_sequences_with_their_reward_labels
 
     from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, Window, critic_targets, with_play_values
     from worldgrad.algos.train_policy import PlayValues, TrainPolicyConfig, train_policy
-    from worldgrad.data.store import EpisodeStore
+    from worldgrad.data.store import EpisodeStore, StoreError
     from worldgrad.runtime.metrics import read_metrics
 
     world = tiny_world(tmp_path)
@@ -600,5 +600,5 @@ def test_play_values_give_the_critic_recorded_sequences_with_their_reward_labels
     assert [x["step"] for x in lines if "policy/critic_pretrain_last" in x] == [0]  # the critic's warm start
     with pytest.raises(ValueError, match=r"pass --sapo\.play-values N"):
         train_policy(replace(pcfg, sapo=replace(pcfg.sapo, play_values=0)), local, 16, None, None, progress=False)
-    with pytest.raises(Exception, match="label 'nope' is missing"):
+    with pytest.raises(StoreError, match="label 'nope' is missing"):
         train_policy(replace(pcfg, name="pv2", reward_label="nope"), local, 16, None, None, progress=False)

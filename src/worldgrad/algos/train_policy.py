@@ -137,15 +137,16 @@ class ImaginedEnvs:
 
 
 @torch.no_grad()
-def filter_frames(local: LocalModel[Any], frames: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
-    """Features (B, F) of the local model's filter after each of the frames (B, T, H, W, 3), from the blank state;
-    action t follows frame t (the last one may be absent: (B, T - 1, A) works too)."""
-    state, feats = local.initial_state(len(frames)), []
-    for k in range(frames.shape[1]):
+def filter_frames(local: LocalModel[Any], frames: torch.Tensor, actions: torch.Tensor, keep: int) -> torch.Tensor:
+    """Features (keep, B, F) of the local model's filter after each of the last ``keep`` frames of (B, T, H, W, 3),
+    from the blank state; action t follows frame t (the last one may be absent: (B, T - 1, A) works too)."""
+    state, feats, t = local.initial_state(len(frames)), [], frames.shape[1]
+    for k in range(t):
         act = torch.zeros_like(actions[:, 0]) if k == 0 else actions[:, k - 1]
         state = local.observe_step(state, act, local.encode(frames[:, k]))
-        feats.append(local.features(state))
-    return feats
+        if k >= t - keep:
+            feats.append(local.features(state))
+    return torch.stack(feats)
 
 
 class Demonstrations:
@@ -161,9 +162,9 @@ class Demonstrations:
         index = rng.integers(0, len(self.data), size=self.cfg.bc_batch)
         frames, prev = self.data.history(index, self.cfg.bc_history)
         target = self.data.gather(index).actions[:, 0]
-        *_, last = filter_frames(self.local, torch.as_tensor(frames, device=self.device),
-                                 torch.as_tensor(prev, device=self.device))  # fmt: skip
-        return last, torch.as_tensor(target, device=self.device)
+        feats = filter_frames(self.local, torch.as_tensor(frames, device=self.device),
+                              torch.as_tensor(prev, device=self.device), keep=1)  # fmt: skip
+        return feats[0], torch.as_tensor(target, device=self.device)
 
 
 class PlayValues:
@@ -179,9 +180,9 @@ class PlayValues:
         """(features (H + 1, B, F), rewards (H, B)): reward t is the label of frame t + 1, as in a window."""
         b = self.sampler.sample(self.cfg.play_values, rng)
         feats = filter_frames(self.local, torch.as_tensor(b.frames, device=self.device),
-                              torch.as_tensor(b.actions, device=self.device))  # fmt: skip
+                              torch.as_tensor(b.actions, device=self.device), keep=self.cfg.horizon + 1)  # fmt: skip
         labels = torch.as_tensor(b.labels[self.label], device=self.device, dtype=torch.float32)
-        return torch.stack(feats[self.cfg.play_burn_in :]), labels[:, self.cfg.play_burn_in + 1 :].T
+        return feats, labels[:, self.cfg.play_burn_in + 1 :].T
 
 
 def pretrain_actor(
