@@ -206,7 +206,7 @@ def main() -> None:
         t0 = time.perf_counter()
         agent = train_policy(method, local, args.iterations, args.num_envs, 200, args.seed, cfg)
         wall = time.perf_counter() - t0
-        rows.append((method, wall, evaluate(ImagePolicy(local, agent.actor.eval(), name=method), args.episodes)))
+        rows.append((method, wall, evaluate(ImagePolicy.from_agent(local, agent.eval(), name=method), args.episodes)))
     print(f"| method | policy training wall s ({args.iterations} windows x {args.num_envs} envs x 16) | eval return |")
     print("|---|---|---|")
     for name, wall, rets in rows:

@@ -26,6 +26,7 @@ This is a bench, not a training method: it resets and reads the simulator, which
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections import deque
@@ -129,6 +130,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         action_scale=args.action_scale,
         horizon=args.horizon,
         target_entropy_scale=args.target_entropy_scale,
+        gamma=args.gamma,
+        progress_reward=args.progress_reward,
         value_gradient=not args.no_value_gradient,
         play_values=args.play_values,
         play_value_pretrain=args.critic_pretrain,
@@ -206,7 +209,10 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
             cov=f"{np.mean(cover[-20:]):.3f}", moved=f"{np.mean(moved[-20:]):.2f}", r=f"{np.mean(rets[-20:]):.2f}"
         )
         if (it + 1) % args.eval_every == 0 or it + 1 == args.iterations:
-            real = evaluate(ImagePolicy(local, agent.actor, name=f"oracle-{it + 1}"))
+            real = evaluate(ImagePolicy.from_agent(local, agent, name=f"oracle-{it + 1}"))
+            args.out.mkdir(parents=True, exist_ok=True)  # the latest agent and RSSM, for checks of a stopped run
+            save_file(agent.state_dict(), args.out / f"agent_seed{args.seed}.safetensors")
+            save_file(local.state_dict(), args.out / f"local_seed{args.seed}.safetensors")
             real.update(agent_checks(local, agent))
             row = {"windows": it + 1, "samples": samples, "time_s": time.perf_counter() - t0,
                    "train_coverage": float(np.mean(cover[-50:])), "train_reward": float(np.mean(rets[-50:])),
@@ -229,6 +235,11 @@ def main() -> None:
     parser.add_argument("--episode-len", type=int, default=64)
     parser.add_argument("--action-scale", type=float, default=0.5)
     parser.add_argument("--horizon", type=int, default=16)
+    parser.add_argument("--gamma", type=float, default=SAPOConfig.gamma, help="discount of the return and values")
+    parser.add_argument("--progress-reward", action="store_true", help="SAPOConfig.progress_reward")
+    parser.add_argument("--mean-posteriors", action="store_true",
+                        help="filter with the posteriors' class probabilities instead of samples (the forward "
+                             "latents, the restarts and the deployed policy)")  # fmt: skip
     parser.add_argument("--target-entropy-scale", type=float, default=0.5, help="target entropy = -scale * 2")
     parser.add_argument("--finetune-every", type=int, default=4, help="windows per RSSM fine-tuning step (0: never)")
     parser.add_argument("--lookahead", type=int, default=0,
@@ -256,6 +267,8 @@ def main() -> None:
         parser.error("--critic-pretrain needs play windows to learn from: pass --play-values N")
     torch.set_num_threads(args.threads)
     local = load_local_model(args.local or args.run / "local" / "local.safetensors")
+    if args.mean_posteriors:  # every filter call of this object (training, restarts, ImagePolicy) uses the means
+        local.observe_step = functools.partial(local.observe_step, sample=False)
     reward = load_goal_reward(args.reward_model or args.run / "reward" / "reward.safetensors")
     pusht = PushTConfig(image_size=local.cfg.image_size)
 

@@ -161,10 +161,10 @@ def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch
         assert np.allclose(ep.label("rtest"), first[ep.key]) and ep.label("rtest").shape == (len(ep),)
         assert json.loads((ep.path / "labels" / "rtest.json").read_text())["start_offset"] == 16
     # the lookahead label: the reward plus the episode's best gain over the next frames, relabelled when it changes
-    ahead = replace(cfg, lookahead=3, lookahead_weight=2.0)
+    ahead = replace(cfg, lookahead=3, lookahead_weight=0.5)
     assert label_store(ahead, progress=False) == {"written": 4, "skipped": 0}
     for ep in EpisodeStore.open(store_path):
-        want = reward_labels.lookahead_labels(first[ep.key], 3, 2.0)
+        want = reward_labels.lookahead_labels(first[ep.key], 3, 0.5)
         assert np.allclose(ep.label("rtest"), want) and (want >= first[ep.key]).all()
 
 
@@ -173,6 +173,18 @@ def test_lookahead_labels_on_hand_computed_values():
     np.testing.assert_allclose(reward_labels.lookahead_labels(r, 2, 1.0), [1, 3, 3, 3, 2, 0, 0])
     np.testing.assert_allclose(reward_labels.lookahead_labels(r, 2, 0.5), [0.5, 1.5, 2, 3, 2, 0, 0])
     np.testing.assert_allclose(reward_labels.lookahead_labels(r, 0, 1.0), r)  # off: the reward itself
+
+
+def test_lookahead_labels_never_fall_while_the_reward_rises():
+    rising = np.array([0, 0, 0, 1, 2, 3, 3], np.float32)  # a push: the reward climbs, then holds
+    for w in (0.25, 0.5, 1.0):
+        labels = reward_labels.lookahead_labels(rising, 4, w)
+        assert np.all(np.diff(labels) >= 0), (w, labels)
+        assert labels[1] > rising[1]  # and it pays before the push, the approach cue
+    with pytest.raises(ValueError, match="must lie in \\(0, 1\\]"):
+        reward_labels.lookahead_labels(rising, 4, 3.0)  # would fall during the push: 9, 9, 9, 7, 5, 3, 3
+    with pytest.raises(ValueError, match="--lookahead-weight 1"):
+        reward_labels.LabelRewardConfig(lookahead=8, lookahead_weight=2.0)
 
 
 def test_wrong_image_size_is_a_clear_error(store_path, tmp_path):

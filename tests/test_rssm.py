@@ -217,10 +217,12 @@ def test_train_local_resume_eval_and_finetune(store_path, tmp_path):
     ft = LocalFinetuner(model, lr=1e-3, updates=2, batch_size=2)
     logs = ft(frames, torch.zeros(2, 4, 2), torch.ones(2, 4))
     assert {"one_step_kl", "loss"} <= set(logs) and len(ft.buffer) == 2
-    shaped = LocalFinetuner(model, lookahead=2, lookahead_weight=2.0)  # the head's targets: lookahead labels
+    shaped = LocalFinetuner(model, lookahead=2, lookahead_weight=0.5)  # the head's targets: lookahead labels
     shaped.add(frames, torch.zeros(2, 4, 2), torch.tensor([[0.0, 1.0, 0.0, 0.0], [2.0, 0.0, 0.0, 3.0]]))
-    torch.testing.assert_close(shaped.buffer[0][2], torch.tensor([0.0, 2.0, 1.0, 0.0, 0.0]))
-    torch.testing.assert_close(shaped.buffer[1][2], torch.tensor([0.0, 2.0, 6.0, 6.0, 3.0]))
+    torch.testing.assert_close(shaped.buffer[0][2], torch.tensor([0.0, 0.5, 1.0, 0.0, 0.0]))
+    torch.testing.assert_close(shaped.buffer[1][2], torch.tensor([0.0, 2.0, 1.5, 1.5, 3.0]))
+    with pytest.raises(ValueError, match="must lie in"):
+        LocalFinetuner(model, lookahead=2, lookahead_weight=3.0)
     with pytest.raises(ValueError, match="not a local model"):
         load_local_model(tmp_path / "l" / "checkpoints" / "step_000000009.safetensors")
     # --init starts from the trained weights (and their config): with lr 0 they come out unchanged

@@ -253,6 +253,38 @@ def test_value_gradient_switch_keeps_the_return_and_drops_the_critics_gradient(v
     assert (grad.abs().sum() > 0) == value_gradient
 
 
+def test_progress_reward_gives_the_critic_reward_changes_and_telescopes_the_return():
+    from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, imagine_window
+
+    torch.manual_seed(0)
+    local = ToyRSSM().requires_grad_(False)
+    cfg = SAPOConfig(horizon=3, actor_hidden=(16,), gamma=1.0, progress_reward=True)
+    agent = Agent(16, 2, cfg)
+    agent.log_alpha.data.fill_(-math.inf)  # alpha 0: the return is the rewards and the bootstrap alone
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    state = local.observe_step(local.initial_state(3), torch.zeros(3, 2), local.encode(frames))
+    gen = torch.Generator().manual_seed(1)
+
+    def score(f):
+        return f.float().mean((1, 2, 3)) / 255
+
+    def step_world(action):
+        return torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8, generator=gen)
+
+    loss, window, _, _ = imagine_window(agent, local, step_world, score, state, frames, 3)
+    g = window.global_rewards  # the raw rewards stay the record (the local model's fine-tuning labels)
+    torch.testing.assert_close(g, torch.stack([score(f) for f in window.frames[1:]]))
+    first = score(window.frames[0])
+    torch.testing.assert_close(window.rewards, torch.diff(torch.cat([first[None], g]), dim=0))
+    # gamma 1: the return telescopes to r_H - r_0 plus the bootstrap
+    boot = agent.critic(window.features[-1]).mean(0)
+    torch.testing.assert_close(loss, -((g[-1] - first + boot) / 3).mean())
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
+    with pytest.raises(ValueError, match="progress-reward"):
+        SAPOConfig(progress_reward=True, play_values=4)
+
+
 class PointMass:
     """A differentiable 2-D reach task as a LocalModel: x' = x + 0.2 a (times ``gain``), reward -|x'|^2."""
 
@@ -346,10 +378,10 @@ def test_action_scale_bounds_what_the_world_and_the_deployed_policy_see():
     _, window, _, _ = imagine_window(agent, local, step_world, lambda f: f.float().mean((1, 2, 3)), state, frames, 3)
     acts = torch.stack(seen)
     assert acts.abs().max() <= 0.25 and acts.abs().max() > 0.2 and torch.equal(window.actions, acts)
-    policy = ImagePolicy(local, agent.actor, action_scale=0.25)
-    policy.reset(0)
-    out = policy.act(np.zeros((8, 8, 3), np.uint8))
-    assert np.abs(out).max() <= 0.25 and np.abs(out).max() > 0.2
+    for policy in (ImagePolicy(local, agent.actor, action_scale=0.25), ImagePolicy.from_agent(local, agent)):
+        policy.reset(0)  # from_agent is what train-policy evaluates: it must act with the trained scale
+        out = policy.act(np.zeros((8, 8, 3), np.uint8))
+        assert np.abs(out).max() <= 0.25 and np.abs(out).max() > 0.2
 
 
 def test_no_diffusion_window_imagines_with_the_local_model_alone():

@@ -57,6 +57,12 @@ class ImagePolicy:
     __call__ = act
 
     @classmethod
+    def from_agent(cls, local: Any, agent: Any, name: str = "policy", deterministic: bool = True) -> ImagePolicy:
+        """The policy a DMO-SAPO :class:`~worldgrad.algos.dmo_sapo.Agent` trains, with the agent's
+        ``action_scale`` (an evaluation without it would act with 1 / action_scale times the trained actions)."""
+        return cls(local, agent.actor, name=name, deterministic=deterministic, action_scale=agent.cfg.action_scale)
+
+    @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", deterministic: bool = True) -> ImagePolicy:
         """Loads ``policy.safetensors`` (written by train-policy): everything needed to act on camera images."""
         from worldgrad.algos.dmo_sapo import SAPOConfig

@@ -129,6 +129,16 @@ class SAPOConfig:
     policy_gradient: bool = True
     """False drops the return from the actor's loss, leaving the behaviour prior alone (the control that shows
     what the policy gradient adds to it)"""
+    progress_reward: bool = False
+    """optimize the progress r_{t+1} - r_t instead of r_{t+1} (not in the paper). Its discounted return is
+    (1 - gamma) times the reward's minus r_0, which no action changes, so the policy's optimum is the same (the
+    entropy temperature adapts to the new scale); but the critic no longer has to learn ~r(s) / (1 - gamma), the
+    part of the value fixed by where the object already is, whose fitting errors otherwise swamp the small part
+    the policy controls (e.g. the approach to the object)"""
+
+    def __post_init__(self) -> None:
+        if self.progress_reward and self.play_values > 0:
+            raise ValueError("--sapo.progress-reward with --sapo.play-values is not supported: pass only one")
 
 
 class Agent(nn.Module):
@@ -158,7 +168,8 @@ class Window:
     features: torch.Tensor
     """(H + 1, B, F) features of the forward latents l_0..l_H"""
     rewards: torch.Tensor
-    """(H, B) global rewards of the transitions (plus alpha * scaled entropy: SAPO's targets include it)"""
+    """(H, B) the critic's rewards: the global rewards of the transitions (their progress with
+    ``progress_reward``) plus alpha * scaled entropy (SAPO's targets include it)"""
     frames: torch.Tensor
     """(H + 1, B, H, W, 3) uint8 forward frames (only the first one without a global model)"""
     actions: torch.Tensor
@@ -200,6 +211,11 @@ def imagine_window(
     fwd_state = latent
     feats, rewards, bonus, g_rewards, entropies, frames, actions = [], [], [], [], [], [frame], []
     feats.append(local.features(latent).detach())
+    if cfg.progress_reward:  # the rewards of the window's first frame (constants: no graph before the window)
+        with torch.no_grad():
+            prev = local.reward(feats[0]) if step_world is None else reward_fn(frame).float()
+        prev_global = prev
+    targets = []
     for _ in range(horizon):
         dist = agent.actor(local.features(latent))
         sample = dist.rsample()
@@ -219,6 +235,10 @@ def imagine_window(
             latent = decouple_state(local.step_prior(latent, action), fwd_state)
             feat = local.features(latent)
             rewards.append(decoupled(local.reward(feat), r_global))
+        targets.append(r_global)
+        if cfg.progress_reward:
+            rewards[-1], prev = rewards[-1] - prev, rewards[-1]
+            targets[-1], prev_global = r_global - prev_global, r_global
         bonus.append(alpha * scaled_entropy(entropy, agent.target))
         g_rewards.append(r_global)
         entropies.append(entropy.detach())
@@ -232,7 +252,7 @@ def imagine_window(
     loss = -(ret / horizon).mean()
     bonus_d = torch.stack(bonus).detach()
     window = Window(
-        features=torch.stack(feats), rewards=torch.stack(g_rewards) + bonus_d, frames=torch.stack(frames),
+        features=torch.stack(feats), rewards=torch.stack(targets) + bonus_d, frames=torch.stack(frames),
         actions=torch.stack(actions), global_rewards=torch.stack(g_rewards), entropy=torch.stack(entropies),
     )  # fmt: skip
     return loss, window, detach_state(fwd_state), frame

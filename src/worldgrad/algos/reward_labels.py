@@ -30,6 +30,14 @@ def episode_rewards(reward: GoalReward, frames: np.ndarray, start_offset: int, c
     return np.concatenate(out).astype(np.float32)
 
 
+def check_lookahead_weight(weight: float) -> None:
+    if not 0.0 < weight <= 1.0:
+        raise ValueError(
+            f"lookahead weight {weight} must lie in (0, 1]: above 1 the label falls while the reward rises (it "
+            "would teach the reward head that pushing toward the goal costs reward); pass --lookahead-weight 1"
+        )
+
+
 def lookahead_labels(rewards: np.ndarray, steps: int, weight: float) -> np.ndarray:
     """r_t + weight * max(0, max_{1 <= j <= steps} r_{t+j} - r_t) within one episode (T,).
 
@@ -39,7 +47,13 @@ def lookahead_labels(rewards: np.ndarray, steps: int, weight: float) -> np.ndarr
     from the global reward, so this shapes the direction of the policy's gradient without changing the return
     it is judged by. A reward that ignores the agent's place is otherwise flat wherever the agent is not touching
     the object, and the policy has no gradient that brings it there.
+
+    ``weight`` must lie in (0, 1]: the label is then (1 - weight) r_t + weight max(r_t, max_j r_{t+j}), which
+    never falls while the reward rises. A weight above 1 makes it fall during every push (it equals
+    weight * max - (weight - 1) r_t there): on the cpu play data a weight of 3 lowered the label on 99 % of the
+    steps where the reward rose, teaching the head that pushing the object toward the goal costs reward.
     """
+    check_lookahead_weight(weight)
     if steps <= 0:
         return rewards
     r = np.asarray(rewards, dtype=np.float32)
@@ -66,7 +80,11 @@ class LabelRewardConfig:
     """> 0: add the episode's best reward gain over this many next frames (:func:`lookahead_labels`): a shaped
     label for the local model's reward head, e.g. ``--name reward_ahead --lookahead 8``; 0 labels the reward"""
     lookahead_weight: float = 1.0
+    """in (0, 1]: the label mixes the reward and the best reward ahead (see :func:`lookahead_labels`)"""
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_lookahead_weight(self.lookahead_weight)
 
 
 def _file_digest(path: Path) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldgrad.algos.reward_labels import lookahead_labels
+from worldgrad.algos.reward_labels import check_lookahead_weight, lookahead_labels
 from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore, StoreError
 from worldgrad.models.rssm import RSSM, RSSMConfig
@@ -216,6 +216,7 @@ class LocalFinetuner:
     def __init__(self, model: RSSM, lr: float = 1e-4, capacity: int = 2048, updates: int = 1, batch_size: int = 16,
                  seed: int = 0, lookahead: int = 0, lookahead_weight: float = 1.0) -> None:  # fmt: skip
         self.model, self.updates, self.batch_size, self.capacity = model, updates, batch_size, capacity
+        check_lookahead_weight(lookahead_weight)
         self.lookahead, self.lookahead_weight = lookahead, lookahead_weight
         self.optim = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
         self.buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []

@@ -277,7 +277,7 @@ def train_policy(
                                               seed=cfg.seed * 7919 + start), local)  # fmt: skip
     logger = MetricsLogger(run.path)
     logger.truncate_after(start)
-    policy = ImagePolicy(local, agent.actor, name=cfg.name)
+    policy = ImagePolicy.from_agent(local, agent, name=cfg.name)
     h = cfg.sapo.horizon
     t0, result = time.perf_counter(), {}
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
