@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from worldgrad.algos.dmo_sapo import (
@@ -137,6 +137,9 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         play_value_pretrain=args.critic_pretrain,
     )
     agent = Agent(local.feature_dim, 2, cfg)
+    if args.init is not None:  # continue a stopped run from its last evaluation (fresh optimizers)
+        agent.load_state_dict(load_file(args.init / f"agent_seed{args.seed}.safetensors"))
+        local.load_state_dict(load_file(args.init / f"local_seed{args.seed}.safetensors"))
     optims = agent.optimizers()
     finetune = None
     if args.finetune_every > 0:
@@ -235,6 +238,8 @@ def main() -> None:
     parser.add_argument("--episode-len", type=int, default=64)
     parser.add_argument("--action-scale", type=float, default=0.5)
     parser.add_argument("--horizon", type=int, default=16)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from the agent and RSSM a previous run saved here (its --out)")  # fmt: skip
     parser.add_argument("--gamma", type=float, default=SAPOConfig.gamma, help="discount of the return and values")
     parser.add_argument("--progress-reward", action="store_true", help="SAPOConfig.progress_reward")
     parser.add_argument("--mean-posteriors", action="store_true",
