@@ -281,8 +281,6 @@ def test_progress_reward_gives_the_critic_reward_changes_and_telescopes_the_retu
     torch.testing.assert_close(loss, -((g[-1] - first + boot) / 3).mean())
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
-    with pytest.raises(ValueError, match="progress-reward"):
-        SAPOConfig(progress_reward=True, play_values=4)
 
 
 class PointMass:
@@ -615,12 +613,17 @@ def test_play_values_give_the_critic_recorded_sequences_with_their_reward_labels
     # merged with an imagined window (B = 2): play rewards get the window's mean entropy bonus, targets stay TD-lambda
     g = torch.randn(3, 2)
     window = Window(features=torch.randn(4, 2, 16), rewards=g + 0.25, frames=torch.zeros(4, 2, 1, 1, 3),
-                    actions=torch.zeros(3, 2, 2), global_rewards=g, entropy=torch.zeros(3, 2))  # fmt: skip
+                    actions=torch.zeros(3, 2, 2), global_rewards=g, entropy=torch.zeros(3, 2),
+                    bonus=torch.full((3, 2), 0.25))  # fmt: skip
     merged = with_play_values(window, feats, rewards)
     assert merged.features.shape == (4, 7, 16)
     torch.testing.assert_close(merged.rewards[:, 2:], rewards + 0.25)
     agent = Agent(16, 2, cfg)
     torch.testing.assert_close(critic_targets(agent, merged)[:, :2], critic_targets(agent, window))
+    # with the progress reward the play rewards are the labels' changes, r_{t+1} - r_t
+    progress = PlayValues(play.sampler.store, local, "reward", replace(cfg, progress_reward=True), torch.device("cpu"))
+    _, changes = progress.sample(np.random.default_rng(3))
+    torch.testing.assert_close(changes, torch.as_tensor(np.diff(batch.labels["reward"][:, 2:6], axis=1).T))
     # train-policy reads the store's labels for them (a store without the label fails with the labelling command)
     pcfg = TrainPolicyConfig(wm=world["wm"], reward=world["reward"], store=world["store"], runs=tmp_path, name="pv",
                              sapo=replace(cfg, critic_iterations=1, critic_minibatches=1, actor_hidden=(16,),

@@ -134,11 +134,7 @@ class SAPOConfig:
     (1 - gamma) times the reward's minus r_0, which no action changes, so the policy's optimum is the same (the
     entropy temperature adapts to the new scale); but the critic no longer has to learn ~r(s) / (1 - gamma), the
     part of the value fixed by where the object already is, whose fitting errors otherwise swamp the small part
-    the policy controls (e.g. the approach to the object)"""
-
-    def __post_init__(self) -> None:
-        if self.progress_reward and self.play_values > 0:
-            raise ValueError("--sapo.progress-reward with --sapo.play-values is not supported: pass only one")
+    the policy controls (e.g. the approach to the object). Play values then hold the play behaviour's progress"""
 
 
 class Agent(nn.Module):
@@ -178,6 +174,8 @@ class Window:
     """(H, B) global rewards alone"""
     entropy: torch.Tensor
     """(H, B) entropy estimates"""
+    bonus: torch.Tensor
+    """(H, B) the entropy bonus included in ``rewards``"""
 
 
 def imagine_window(
@@ -254,6 +252,7 @@ def imagine_window(
     window = Window(
         features=torch.stack(feats), rewards=torch.stack(targets) + bonus_d, frames=torch.stack(frames),
         actions=torch.stack(actions), global_rewards=torch.stack(g_rewards), entropy=torch.stack(entropies),
+        bonus=bonus_d,
     )  # fmt: skip
     return loss, window, detach_state(fwd_state), frame
 
@@ -297,8 +296,7 @@ def with_play_values(window: Window, features: torch.Tensor, rewards: torch.Tens
 
     The play rewards get the window's mean entropy bonus, so both kinds of targets are on the scale of SAPO's
     soft values."""
-    latest = window.rewards[:, -window.global_rewards.shape[1] :]  # a merged batch keeps the last one's record
-    bonus = (latest - window.global_rewards).mean()
+    bonus = window.bonus.mean()  # a merged batch keeps the last window's record
     return merge_windows([window, replace(window, features=features, rewards=rewards + bonus)])
 
 
@@ -307,7 +305,7 @@ def play_window(features: torch.Tensor, rewards: torch.Tensor) -> Window:
     h, b = rewards.shape
     return Window(features=features, rewards=rewards, frames=features.new_zeros(0, b, 1, 1, 3, dtype=torch.uint8),
                   actions=features.new_zeros(h, b, 0), global_rewards=rewards,
-                  entropy=torch.zeros_like(rewards))  # fmt: skip
+                  entropy=torch.zeros_like(rewards), bonus=torch.zeros_like(rewards))  # fmt: skip
 
 
 def critic_targets(agent: Agent, window: Window) -> torch.Tensor:

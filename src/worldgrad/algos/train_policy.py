@@ -182,6 +182,8 @@ class PlayValues:
         feats = filter_frames(self.local, torch.as_tensor(b.frames, device=self.device),
                               torch.as_tensor(b.actions, device=self.device), keep=self.cfg.horizon + 1)  # fmt: skip
         labels = torch.as_tensor(b.labels[self.label], device=self.device, dtype=torch.float32)
+        if self.cfg.progress_reward:  # r_{t+1} - r_t, as the imagined windows' critic rewards
+            return feats, labels[:, self.cfg.play_burn_in :].diff(dim=1).T
         return feats, labels[:, self.cfg.play_burn_in + 1 :].T
 
 
