@@ -31,13 +31,23 @@ from worldgrad.models.rssm import twohot_mean, twohot_symlog_loss
 
 
 @torch.no_grad()
-def filtered(model, store: EpisodeStore, label: str, split: str, n: int, length: int, burn_in: int, seed: int):
+def filtered(
+    model,
+    store: EpisodeStore,
+    label: str,
+    split: str,
+    n: int,
+    length: int,
+    burn_in: int,
+    seed: int,
+    sample: bool = True,
+):
     """Posterior features (n, length - burn_in, F) of random windows and their labels (n, length - burn_in)."""
     batch = WindowSampler(store, length, split, labels=(label,)).sample(n, np.random.default_rng(seed))
     feats = []
     for i in range(0, n, 50):
         posts, _ = model.observe(model.encode(torch.as_tensor(batch.frames[i : i + 50])),
-                                 torch.as_tensor(batch.actions[i : i + 50]))  # fmt: skip
+                                 torch.as_tensor(batch.actions[i : i + 50]), sample=sample)  # fmt: skip
         feats.append(model.features(posts)[:, burn_in:])
     return torch.cat(feats), torch.as_tensor(batch.labels[label][:, burn_in:], dtype=torch.float32)
 
@@ -63,13 +73,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--diff-weight", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mean-posteriors", action="store_true",
+                        help="features from the posteriors' class probabilities instead of samples")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     model = load_local_model(args.local)
     store = EpisodeStore.open(args.store)
     t0 = time.perf_counter()
-    train = filtered(model, store, args.label, "train", args.windows, args.length, args.burn_in, args.seed + 1)
-    val = filtered(model, store, args.label, "val", 200, args.length, args.burn_in, args.seed + 2)
+    sample = not args.mean_posteriors
+    train = filtered(model, store, args.label, "train", args.windows, args.length, args.burn_in, args.seed + 1, sample)
+    val = filtered(model, store, args.label, "val", 200, args.length, args.burn_in, args.seed + 2, sample)
     print(f"filtered {args.windows + 200} windows in {time.perf_counter() - t0:.0f} s")
     head = model.reward_head
     optim = torch.optim.Adam(head.parameters(), lr=3e-4)
