@@ -12,8 +12,10 @@ The policy is then evaluated zero-shot on the held-out seeds like any other.
 - It fails here too: the reward model, the RSSM's features and Jacobians, or the optimizer's budget are.
 
 ``--reward coverage`` gives the values from the simulator's coverage instead (the gradients still come from the
-RSSM's reward head), which separates the learned reward from the rest. ``--play-starts N`` starts episodes from a
-random moment of scripted play (as ``train-policy`` starts from play contexts) instead of the reset. Every
+RSSM's reward head), which separates the learned reward from the rest; ``--reward head`` from the RSSM's reward
+head on the forward latents (filtered on the simulator's frames), so that a shaped head (``label-reward --contact``)
+shapes the values as well as the gradients. ``--play-starts N`` starts episodes from a random moment of scripted
+play (as ``train-policy`` starts from play contexts) instead of the reset. Every
 evaluation also reports what the reward head and the critic pay for the agent's place with the T held still
 (``head_*`` / ``critic_*``: ``agent_position_effect``'s range, agent-on-goal gain and T-to-goal gain), the two
 gradients the actor follows (``*_near_t``: the gain of the agent near the T, the cue a pusher needs).
@@ -44,6 +46,7 @@ from worldgrad.algos.dmo_sapo import (
     SAPOConfig,
     Window,
     actor_step,
+    bc_loss,
     critic_update,
     imagine_window,
     map_state,
@@ -52,7 +55,7 @@ from worldgrad.algos.dmo_sapo import (
     with_play_values,
 )
 from worldgrad.algos.train_local import LocalFinetuner, load_local_model
-from worldgrad.algos.train_policy import PlayValues, pretrain_critic
+from worldgrad.algos.train_policy import Demonstrations, PlayValues, pretrain_actor, pretrain_critic
 from worldgrad.algos.train_reward import load_goal_reward
 from worldgrad.data.store import EpisodeStore
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
@@ -135,6 +138,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         value_gradient=not args.no_value_gradient,
         play_values=args.play_values,
         play_value_pretrain=args.critic_pretrain,
+        bc_weight=args.bc_weight,
+        bc_pretrain=args.bc_pretrain,
     )
     agent = Agent(local.feature_dim, 2, cfg)
     if args.init is not None:  # continue a stopped run from its last evaluation (fresh optimizers)
@@ -144,7 +149,16 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     finetune = None
     if args.finetune_every > 0:
         finetune = LocalFinetuner(local, lr=1e-4, seed=args.seed, lookahead=args.lookahead,
-                                  lookahead_weight=args.lookahead_weight)  # fmt: skip
+                                  lookahead_weight=args.lookahead_weight,
+                                  fit_reward=not args.no_finetune_reward)  # fmt: skip
+    demos = None
+    if args.bc_weight > 0 or args.bc_pretrain > 0:  # the behaviour prior, as train-policy's --sapo.bc-*
+        demos = Demonstrations(EpisodeStore.open(args.store or args.run / "data" / "play"), local, cfg,
+                               torch.device("cpu"))  # fmt: skip
+        if args.bc_pretrain > 0 and args.init is None:
+            first, last = pretrain_actor(agent, demos, optims["actor"], args.bc_pretrain, rng)
+            print(json.dumps({"windows": 0, "bc_pretrain_loss": [first, last]}))
+        demos = demos if args.bc_weight > 0 else None
     play = None
     if args.play_values > 0:
         store = EpisodeStore.open(args.store or args.run / "data" / "play")
@@ -178,9 +192,22 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         state = map_state(lambda s, f: torch.where(keep.view(-1, *[1] * (s.ndim - 1)), s, f), state, fresh)
         age[ids] = 0
 
+    head_state = state  # --reward head: the forward latent, filtered on the simulator's frames as the window goes
+
+    def step_world(actions: torch.Tensor) -> torch.Tensor:
+        nonlocal head_state
+        frames = sim.step(actions)
+        if args.reward == "head":
+            with torch.no_grad():
+                head_state = local.observe_step(head_state, actions, local.encode(frames))
+        return frames
+
     def reward_fn(f: torch.Tensor) -> torch.Tensor:
         if args.reward == "coverage":  # standardized like the learned reward: play coverage ~0.2 +- 0.25
             return torch.as_tensor((sim.coverage - 0.2) / 0.25, dtype=torch.float32)
+        if args.reward == "head":
+            with torch.no_grad():
+                return local.reward(local.features(head_state)).float()
         return reward(f, start).float()
 
     restart(np.arange(b))
@@ -190,8 +217,10 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     bar = tqdm(range(args.iterations), desc=f"oracle {args.reward}")
     for it in bar:
         before = sim.coverage.copy()
-        loss, window, state, frame = imagine_window(agent, local, sim.step, reward_fn, state, frame, cfg.horizon)
-        if actor_step(agent, optims["actor"], loss, loss) is None:
+        head_state = state
+        loss, window, state, frame = imagine_window(agent, local, step_world, reward_fn, state, frame, cfg.horizon)
+        actor_loss = loss if demos is None else loss + cfg.bc_weight * bc_loss(agent, *demos.sample(rng))
+        if actor_step(agent, optims["actor"], actor_loss, loss) is None:
             restart(np.arange(b))
             continue
         recent.append(window)  # the critic regresses on the last --critic-windows windows (1: SAPO's)
@@ -232,7 +261,9 @@ def main() -> None:
     parser.add_argument("--local", type=Path, default=None, help="RSSM (default RUN/local/local.safetensors)")
     parser.add_argument("--reward-model", type=Path, default=None, help="default RUN/reward/reward.safetensors")
     parser.add_argument("--out", type=Path, default=Path("runs/oracle"))
-    parser.add_argument("--reward", choices=("learned", "coverage"), default="learned")
+    parser.add_argument("--reward", choices=("learned", "coverage", "head"), default="learned",
+                        help="the values: the ranking reward, true coverage, or the RSSM's reward head on the forward "
+                        "latents (its gradient and its values agree, e.g. with a --contact head)")  # fmt: skip
     parser.add_argument("--iterations", type=int, default=2000, help="windows of H steps")
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--episode-len", type=int, default=64)
@@ -247,6 +278,8 @@ def main() -> None:
                              "latents, the restarts and the deployed policy)")  # fmt: skip
     parser.add_argument("--target-entropy-scale", type=float, default=0.5, help="target entropy = -scale * 2")
     parser.add_argument("--finetune-every", type=int, default=4, help="windows per RSSM fine-tuning step (0: never)")
+    parser.add_argument("--no-finetune-reward", action="store_true",
+                        help="fine-tuning leaves the reward head alone (e.g. label-reward --contact)")  # fmt: skip
     parser.add_argument("--lookahead", type=int, default=0,
                         help="reward head fine-tuned on lookahead labels (as its store label)")  # fmt: skip
     parser.add_argument("--lookahead-weight", type=float, default=1.0)
@@ -263,6 +296,8 @@ def main() -> None:
     parser.add_argument("--label", default="reward", help="the store's reward label for --play-values")
     parser.add_argument("--no-value-gradient", action="store_true",
                         help="actor gradient from the window's rewards alone, not through the critic")  # fmt: skip
+    parser.add_argument("--bc-weight", type=float, default=0.0, help="behaviour prior (SAPOConfig.bc_weight)")
+    parser.add_argument("--bc-pretrain", type=int, default=0, help="behaviour-cloning steps before RL (bc_pretrain)")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -284,10 +319,8 @@ def main() -> None:
 
     random_cfg = EvalConfig(policies=("random",), episodes=args.episodes, videos=0, out=args.out / "eval", pusht=pusht)
     reference = evaluate_named(random_cfg)
-    rows, agent = train(args, local, reward, evaluate)
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_file(agent.state_dict(), args.out / f"agent_seed{args.seed}.safetensors")  # for later checks
-    save_file(local.state_dict(), args.out / f"local_seed{args.seed}.safetensors")
+    rows, _ = train(args, local, reward, evaluate)
+    args.out.mkdir(parents=True, exist_ok=True)  # the agent and RSSM were saved at the last evaluation
     (args.out / f"oracle_{args.reward}_seed{args.seed}.json").write_text(json.dumps({"rows": rows, "random": reference},
                                                                                   default=str, indent=1))  # fmt: skip
     print(f"random: {reference}")

@@ -1,7 +1,8 @@
 """Does the policy push when the agent is already at the T? A takeover check on the real Push-T.
 
 The evaluation from a reset mixes two skills: reaching the T and pushing it the right way. Here the scripted
-pusher plays U{8..40} steps of an evaluation seed first (its frames and actions are filtered by the policy's
+pusher (``--lead``; the explorer or random actions test whether a moving start is enough) plays U{8..40} steps
+(``--lead-steps``) of an evaluation seed first (its frames and actions are filtered by the policy's
 RSSM, as if the policy had been acting), then the policy acts for ``--steps`` steps. Printed per controller: the
 coverage at the takeover and the mean gain after it (max and final minus at takeover), for the policy, uniform
 random actions (full and half range: the policy's ``action_scale`` 0.5 box), zero actions, a constant upward
@@ -33,16 +34,24 @@ from worldgrad.policy import ImagePolicy
 CONTROLLERS = ("policy", "random", "random-half", "zero", "up", "pusher")
 
 
-def episode(env: PushTEnv, policy: ImagePolicy, kind: str, seed: int, steps: int) -> tuple[float, float, float]:
+def episode(
+    env: PushTEnv, policy: ImagePolicy, kind: str, seed: int, steps: int, lead: str = "pusher",
+    lead_steps: tuple[int, int] = (8, 40),
+) -> tuple[float, float, float]:  # fmt: skip
     """(coverage at the takeover, max gain after it, final gain) for one evaluation seed."""
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     op = make_operator("pusher", env.config.max_step_px)
     op.reset(np.random.default_rng([seed, 1]))
+    leader = op if lead == "pusher" else make_operator("explorer", env.config.max_step_px)
+    leader.reset(np.random.default_rng([seed, 2]))
     policy.reset(seed)
-    for _ in range(int(rng.integers(8, 41))):
-        policy.act(obs)  # the filter sees the frame; the pusher's action is what happened
-        action = op.act(env.operator_view())[0]
+    for _ in range(int(rng.integers(lead_steps[0], lead_steps[1] + 1))):
+        policy.act(obs)  # the filter sees the frame; the leader's action is what happened
+        if lead == "random":
+            action = rng.uniform(-0.5, 0.5, 2).astype(np.float32)
+        else:
+            action = leader.act(env.operator_view())[0]
         policy._last = torch.as_tensor(action, dtype=torch.float32)[None]
         obs, _, _, _, info = env.step(action)
     start, cover = info["coverage"], []
@@ -80,6 +89,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32, help="steps the controller acts after the takeover")
     parser.add_argument("--action-scale", type=float, default=0.5, help="the run's --action-scale")
     parser.add_argument("--mean-posteriors", action="store_true", help="the run's --mean-posteriors")
+    parser.add_argument(
+        "--lead",
+        choices=("pusher", "explorer", "random"),
+        default="pusher",
+        help="who acts before the takeover (random: uniform in the half box; the pusher goes to the T)",
+    )
+    parser.add_argument("--lead-steps", type=int, nargs=2, default=(8, 40), help="U{LO..HI} steps before the takeover")
     parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
     args = parser.parse_args()
     policy = load_policy(args.run, args.local, SAPOConfig(action_scale=args.action_scale), args.mean_posteriors)
@@ -87,7 +103,8 @@ def main() -> None:
     print("| controller | coverage at takeover | max gain | final gain | episodes with max gain > 0.01 |")
     print("|---|---|---|---|---|")
     for kind in args.controllers:
-        r = np.array([episode(env, policy, kind, 1_000_000 + k, args.steps) for k in range(args.episodes)])
+        r = np.array([episode(env, policy, kind, 1_000_000 + k, args.steps, args.lead, tuple(args.lead_steps))
+                      for k in range(args.episodes)])  # fmt: skip
         row = {"at_takeover": r[:, 0].mean(), "max_gain": r[:, 1].mean(), "final_gain": r[:, 2].mean(),
                "share": (r[:, 1] > 0.01).mean()}  # fmt: skip
         print(

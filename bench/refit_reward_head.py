@@ -25,7 +25,7 @@ import torch
 from worldgrad.algos.train_local import export_local_model, load_local_model
 from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore
-from worldgrad.eval.local import head_scorer
+from worldgrad.eval.local import filtered_features, head_scorer
 from worldgrad.eval.reward import agent_position_effect
 from worldgrad.models.rssm import twohot_mean, twohot_symlog_loss
 
@@ -44,12 +44,10 @@ def filtered(
 ):
     """Posterior features (n, length - burn_in, F) of random windows and their labels (n, length - burn_in)."""
     batch = WindowSampler(store, length, split, labels=(label,)).sample(n, np.random.default_rng(seed))
-    feats = []
-    for i in range(0, n, 50):
-        posts, _ = model.observe(model.encode(torch.as_tensor(batch.frames[i : i + 50])),
-                                 torch.as_tensor(batch.actions[i : i + 50]), sample=sample)  # fmt: skip
-        feats.append(model.features(posts)[:, burn_in:])
-    return torch.cat(feats), torch.as_tensor(batch.labels[label][:, burn_in:], dtype=torch.float32)
+    feats = [filtered_features(model, batch.frames[i : i + 50], batch.actions[i : i + 50], sample)[:, burn_in:]
+             for i in range(0, n, 50)]  # fmt: skip
+    labels = torch.as_tensor(batch.labels[label][:, burn_in:], dtype=torch.float32)
+    return torch.as_tensor(np.concatenate(feats)), labels
 
 
 def fit_quality(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

@@ -39,7 +39,7 @@ def test_bradley_terry_loss_on_hand_computed_values():
 
 
 def test_tied_pairs_are_pulled_together_and_ranked_pairs_keep_their_bradley_terry_weight():
-    from worldgrad.algos.train_reward import changed_pixels
+    from worldgrad.models.image import changed_pixels
     from worldgrad.models.reward import ranking_loss
 
     f_i, f_j = torch.tensor([2.0, 2.0, 0.0, 1.5]), torch.tensor([0.0, 0.0, 0.0, 0.5])
@@ -166,6 +166,14 @@ def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch
     for ep in EpisodeStore.open(store_path):
         want = reward_labels.lookahead_labels(first[ep.key], 3, 0.5)
         assert np.allclose(ep.label("rtest"), want) and (want >= first[ep.key]).all()
+    contact = replace(cfg, contact=8, contact_weight=2.0, contact_pixels=4)  # + the contact term (tiny frames)
+    assert label_store(contact, progress=False) == {"written": 4, "skipped": 0}
+    touched = 0.0
+    for ep in EpisodeStore.open(store_path):
+        term = reward_labels.contact_labels(np.asarray(ep.frames), 8, min_pixels=4)
+        assert np.allclose(ep.label("rtest"), first[ep.key] + 2.0 * term)
+        touched += term.sum()
+    assert touched > 0  # the fixture's operators do move the T
 
 
 def test_lookahead_labels_on_hand_computed_values():
@@ -185,6 +193,21 @@ def test_lookahead_labels_never_fall_while_the_reward_rises():
         reward_labels.lookahead_labels(rising, 4, 3.0)  # would fall during the push: 9, 9, 9, 7, 5, 3, 3
     with pytest.raises(ValueError, match="--lookahead-weight 1"):
         reward_labels.LabelRewardConfig(lookahead=8, lookahead_weight=2.0)
+
+
+def test_contact_labels_rise_toward_the_next_object_move_and_ignore_the_agent_alone():
+    frames = np.zeros((20, 16, 16, 3), np.uint8)
+    for t in range(20):  # the "agent": a 2x2 dot walking right, 4-8 changed pixels per step, under the threshold
+        frames[t, 0:2, t % 14 : t % 14 + 2] = 255
+    frames[11:, 8:16, 0:8] = 200  # the "object" moves between frames 10 and 11 (64 changed pixels)
+    labels = reward_labels.contact_labels(frames, horizon=6, gamma=0.5, min_pixels=40)
+    assert labels.dtype == np.float32 and labels.shape == (20,)
+    assert labels[10] == 1.0 and labels[9] == 0.5 and labels[5] == 0.5**5  # k = 0, 1, 5 steps before the move
+    assert labels[4] == 0.0  # 6 steps away: beyond the horizon
+    assert np.all(labels[11:] == 0.0)  # the agent walking on alone is no contact
+    assert np.all(np.diff(labels[5:11]) > 0)
+    with pytest.raises(ValueError, match="--contact-gamma"):
+        reward_labels.LabelRewardConfig(contact=8, contact_gamma=1.5)
 
 
 def test_wrong_image_size_is_a_clear_error(store_path, tmp_path):

@@ -223,6 +223,11 @@ def test_train_local_resume_eval_and_finetune(store_path, tmp_path):
     torch.testing.assert_close(shaped.buffer[1][2], torch.tensor([0.0, 2.0, 1.5, 1.5, 3.0]))
     with pytest.raises(ValueError, match="must lie in"):
         LocalFinetuner(model, lookahead=2, lookahead_weight=3.0)
+    head = [p.clone() for p in model.reward_head.parameters()]  # fit_reward False: the head keeps its label
+    enc = [p.clone() for p in model.encoder.parameters()]
+    LocalFinetuner(model, lr=1e-3, batch_size=2, fit_reward=False)(frames, torch.zeros(2, 4, 2), 5 * torch.ones(2, 4))
+    assert all(torch.equal(a, b) for a, b in zip(head, model.reward_head.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(enc, model.encoder.parameters(), strict=True))
     with pytest.raises(ValueError, match="not a local model"):
         load_local_model(tmp_path / "l" / "checkpoints" / "step_000000009.safetensors")
     # --init starts from the trained weights (and their config): with lr 0 they come out unchanged

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from worldgrad.data.store import Episode, EpisodeStore
+from worldgrad.models.image import changed_pixels
 from worldgrad.models.reward import GoalReward
 
 
@@ -64,6 +65,35 @@ def lookahead_labels(rewards: np.ndarray, steps: int, weight: float) -> np.ndarr
     return (r + weight * gain).astype(np.float32)
 
 
+def contact_labels(frames: np.ndarray, horizon: int, gamma: float = 0.9, min_pixels: int = 40) -> np.ndarray:
+    """gamma^k within one episode (T,): k the steps from frame t until the scene next changes between two
+    consecutive frames in at least ``min_pixels`` pixels (:func:`~worldgrad.models.image.changed_pixels`), 0 when
+    that does not happen within ``horizon`` steps (nor at the last frame).
+
+    Read from the frames alone. The agent moving alone changes fewer pixels than the ranking reward's tie threshold
+    (``train-reward --tie-pixels 40``), so a larger change means the agent is moving the object: the label says how
+    soon the recorded behaviour was going to touch it. A shaping term for the local reward head (not in the
+    paper), like :func:`lookahead_labels`: the ranking reward is flat wherever the agent is not touching the
+    object, and from a reset the agent is far from it; this label rises as the agent closes in.
+    """
+    if horizon <= 0:
+        return np.zeros(len(frames), np.float32)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"contact gamma {gamma} must lie in (0, 1]; pass e.g. --contact-gamma 0.9")
+    frames = np.asarray(frames)
+    event = np.zeros(len(frames), dtype=bool)
+    for a in range(0, len(frames) - 1, 512):  # chunks keep the int16 difference small
+        b = min(a + 512, len(frames) - 1)
+        event[a:b] = changed_pixels(frames[a:b], frames[a + 1 : b + 1]) >= min_pixels
+    nxt = np.full(len(frames), np.iinfo(np.int64).max // 2, dtype=np.int64)  # index of the next event at or after t
+    upcoming = nxt[-1]
+    for t in range(len(frames) - 1, -1, -1):
+        upcoming = t if event[t] else upcoming
+        nxt[t] = upcoming
+    k = nxt - np.arange(len(frames))
+    return np.where(k < horizon, float(gamma) ** np.minimum(k, horizon), 0.0).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class LabelRewardConfig:
     """Write the reward of every stored frame into the store as a per-frame label."""
@@ -81,10 +111,26 @@ class LabelRewardConfig:
     label for the local model's reward head, e.g. ``--name reward_ahead --lookahead 8``; 0 labels the reward"""
     lookahead_weight: float = 1.0
     """in (0, 1]: the label mixes the reward and the best reward ahead (see :func:`lookahead_labels`)"""
+    contact: int = 0
+    """> 0: add contact_weight * gamma^k, k the steps until the recorded behaviour next moves the object, within
+    this many steps (:func:`contact_labels`, read from the frames): a shaping label for the local reward head that
+    rises as the agent approaches the object, e.g. ``--name reward_contact --contact 32``"""
+    contact_weight: float = 1.0
+    """scale of the contact term, in reward units (the reward is standardized on the play frames)"""
+    contact_gamma: float = 0.9
+    """per-step decay of the contact term"""
+    contact_pixels: int = 40
+    """changed pixels between consecutive frames that count as the object moving (the reward's tie threshold, for
+    64x64 frames; scale it with the image area)"""
     device: str = "auto"
 
     def __post_init__(self) -> None:
         check_lookahead_weight(self.lookahead_weight)
+        if self.contact < 0 or not 0.0 < self.contact_gamma <= 1.0:
+            raise ValueError(
+                f"contact {self.contact} / contact gamma {self.contact_gamma}: pass --contact >= 0 and "
+                "--contact-gamma in (0, 1]"
+            )
 
 
 def _file_digest(path: Path) -> str:
@@ -111,13 +157,20 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
     stamp = {"model": _file_digest(cfg.reward), "start_offset": cfg.start_offset}
     if cfg.lookahead > 0:
         stamp |= {"lookahead": cfg.lookahead, "lookahead_weight": cfg.lookahead_weight}
+    if cfg.contact > 0:
+        stamp |= {"contact": cfg.contact, "contact_weight": cfg.contact_weight, "contact_gamma": cfg.contact_gamma,
+                  "contact_pixels": cfg.contact_pixels}  # fmt: skip
     written = skipped = 0
     for ep in tqdm(list(store), desc=f"label {cfg.name}", disable=not progress):
         if _up_to_date(ep, cfg.name, stamp):
             skipped += 1
             continue
         rewards = episode_rewards(reward, ep.frames, cfg.start_offset)
-        store.write_label(ep.key, cfg.name, lookahead_labels(rewards, cfg.lookahead, cfg.lookahead_weight))
+        label = lookahead_labels(rewards, cfg.lookahead, cfg.lookahead_weight)
+        if cfg.contact > 0:
+            label = label + cfg.contact_weight * contact_labels(ep.frames, cfg.contact, cfg.contact_gamma,
+                                                                cfg.contact_pixels)  # fmt: skip
+        store.write_label(ep.key, cfg.name, label.astype(np.float32))
         save_json_atomic(ep.path / "labels" / f"{cfg.name}.json", stamp)
         written += 1
     return {"written": written, "skipped": skipped}

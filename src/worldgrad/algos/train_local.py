@@ -210,12 +210,16 @@ class LocalFinetuner:
     returns the losses and the one-step error of the prior on the newest windows (KL(post || prior)),
     which tells how well the backward model tracks the forward rollouts. ``lookahead > 0`` fits the reward head
     to :func:`~worldgrad.algos.reward_labels.lookahead_labels` of each window's rewards, as it was pretrained
-    on a store labelled with ``label-reward --lookahead``.
+    on a store labelled with ``label-reward --lookahead``. ``fit_reward`` False leaves the reward head out of the
+    loss: the model follows the forward frames while the head keeps a label the windows cannot give (e.g.
+    ``label-reward --contact``, which looks further ahead than a window).
     """
 
     def __init__(self, model: RSSM, lr: float = 1e-4, capacity: int = 2048, updates: int = 1, batch_size: int = 16,
-                 seed: int = 0, lookahead: int = 0, lookahead_weight: float = 1.0) -> None:  # fmt: skip
+                 seed: int = 0, lookahead: int = 0, lookahead_weight: float = 1.0,
+                 fit_reward: bool = True) -> None:  # fmt: skip
         self.model, self.updates, self.batch_size, self.capacity = model, updates, batch_size, capacity
+        self.reward_scale = 1.0 if fit_reward else 0.0
         check_lookahead_weight(lookahead_weight)
         self.lookahead, self.lookahead_weight = lookahead, lookahead_weight
         self.optim = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
@@ -246,7 +250,7 @@ class LocalFinetuner:
         for _ in range(self.updates):
             idx = self.rng.integers(len(self.buffer), size=min(self.batch_size, len(self.buffer)))
             f, a, r = (torch.stack([self.buffer[i][k] for i in idx]).to(dev) for k in range(3))
-            loss, parts, _ = self.model.loss(f, a, r)
+            loss, parts, _ = self.model.loss(f, a, r, self.reward_scale)
             self.optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1000.0)

@@ -76,6 +76,9 @@ class TrainPolicyConfig:
     """> 0: the reward head is fine-tuned on lookahead labels of the windows' rewards: pass the ``--lookahead``
     (and ``finetune_lookahead_weight`` the ``--lookahead-weight``) its store label was written with"""
     finetune_lookahead_weight: float = 1.0
+    finetune_reward: bool = True
+    """fine-tune the reward head on the windows' global rewards; ``--no-finetune-reward`` keeps the head it was
+    trained with (e.g. refit on ``label-reward --contact`` labels, which no window can recompute)"""
     forward: Literal["global", "local"] = "global"
     """model that generates the imagined trajectories: global (DMO-SAPO: the diffusion model generates, the
     local model differentiates) or local (the "No Diffusion" ablation: the local model does both, with its own
@@ -360,7 +363,8 @@ def train_policy_from_files(cfg: TrainPolicyConfig, pusht: Any = None, progress:
     saved_local = run_path / "local.safetensors"  # the fine-tuned copy, when resuming
     local = load_local_model(saved_local if saved_local.exists() else cfg.local, device)
     finetune = (LocalFinetuner(local, lr=cfg.finetune_lr, updates=cfg.finetune_updates, seed=cfg.seed,
-                               lookahead=cfg.finetune_lookahead, lookahead_weight=cfg.finetune_lookahead_weight)
+                               lookahead=cfg.finetune_lookahead, lookahead_weight=cfg.finetune_lookahead_weight,
+                               fit_reward=cfg.finetune_reward)
                 if cfg.finetune_every > 0 else None)  # fmt: skip
     pusht = replace(pusht or PushTConfig(), image_size=local.cfg.image_size)
 

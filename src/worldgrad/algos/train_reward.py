@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from worldgrad.data.ranking import RankingSampler
 from worldgrad.data.store import EpisodeStore, StoreError
-from worldgrad.models.image import to_model
+from worldgrad.models.image import changed_pixels, to_model
 from worldgrad.models.reward import RankingReward, RewardModelConfig
 from worldgrad.runtime.checkpoint import load_checkpoint
 from worldgrad.runtime.metrics import MetricsLogger
@@ -79,12 +79,6 @@ PRESETS: dict[str, TrainRewardConfig] = {
         eval_every=2000, model=RewardModelConfig(encoder=RewardModelConfig().encoder.__class__(depth=32, out_dim=256)),
     ),
 }  # fmt: skip
-
-
-def changed_pixels(a: np.ndarray, b: np.ndarray, threshold: int = 24) -> np.ndarray:
-    """Pixels whose colour differs by more than ``threshold`` (any channel) between uint8 frames (B, H, W, 3)."""
-    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1)
-    return (diff > threshold).sum((1, 2))
 
 
 def _batch_loss(

@@ -108,12 +108,20 @@ def _split(groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.isin(groups, picked)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, fit: np.ndarray, lam: float) -> np.ndarray:
-    """Ridge fit on the rows ``fit``, predictions for all rows (standardized, centred: the intercept is free)."""
+def ridge_fit(
+    x: np.ndarray, y: np.ndarray, fit: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge fit on the rows ``fit`` of standardized, centred features (the intercept is free): (mu, sd, w, y_mu),
+    the prediction being ((x - mu) / sd) @ w + y_mu."""
     mu, sd, y_mu = x[fit].mean(0), x[fit].std(0) + 1e-6, y[fit].mean(0)
-    xs = (x - mu) / sd
-    a = xs[fit]
-    return xs @ np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (y[fit] - y_mu)) + y_mu
+    a = (x[fit] - mu) / sd
+    return mu, sd, np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (y[fit] - y_mu)), y_mu
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, fit: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge fit on the rows ``fit``, predictions for all rows."""
+    mu, sd, w, y_mu = ridge_fit(x, y, fit, lam)
+    return ((x - mu) / sd) @ w + y_mu
 
 
 def feature_probe(
@@ -154,11 +162,12 @@ def _probe_or_nan(features: np.ndarray, targets: np.ndarray, groups: np.ndarray)
 
 
 @torch.no_grad()
-def filtered_features(model: RSSM, frames: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """Posterior features (B, T, F) of real frames (B, T, H, W, 3) filtered with their actions (B, T, A)."""
+def filtered_features(model: RSSM, frames: np.ndarray, actions: np.ndarray, sample: bool = True) -> np.ndarray:
+    """Posterior features (B, T, F) of real frames (B, T, H, W, 3) filtered with their actions (B, T, A)
+    (``sample`` False: from the posteriors' class probabilities instead of samples)."""
     dev = next(model.parameters()).device
     posts, _ = model.observe(model.encode(torch.as_tensor(frames, device=dev)),
-                             torch.as_tensor(actions, device=dev, dtype=torch.float32))  # fmt: skip
+                             torch.as_tensor(actions, device=dev, dtype=torch.float32), sample=sample)  # fmt: skip
     return model.features(posts).cpu().numpy()
 
 

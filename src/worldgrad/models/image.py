@@ -14,3 +14,9 @@ def to_model(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cp
     if x.shape[-1] != 3:
         raise ValueError(f"expected uint8 images of shape (..., H, W, 3), got {tuple(x.shape)}")
     return x.movedim(-1, -3).float().div(127.5).sub(1.0)
+
+
+def changed_pixels(a: np.ndarray, b: np.ndarray, threshold: int = 24) -> np.ndarray:
+    """Pixels whose colour differs by more than ``threshold`` (any channel) between uint8 frames (B, H, W, 3)."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1)
+    return (diff > threshold).sum((1, 2))

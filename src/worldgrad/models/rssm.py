@@ -284,9 +284,10 @@ class RSSM(nn.Module):
 
     # --- training -------------------------------------------------------------------------------
     def loss(
-        self, frames: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor
+        self, frames: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, reward_scale: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], State]:
-        """World-model loss on sequences: frames uint8 (B, T, H, W, 3), actions (B, T, A), rewards (B, T)."""
+        """World-model loss on sequences: frames uint8 (B, T, H, W, 3), actions (B, T, A), rewards (B, T);
+        ``reward_scale`` 0 leaves the reward head out (it is still logged)."""
         posts, priors = self.observe(self.encode(frames), actions)
         feats = self.features(posts)
         target = frames.float() / 255.0
@@ -300,7 +301,7 @@ class RSSM(nn.Module):
         kl, dyn, rep = kl_balance(posts.logits, priors.logits, self.cfg.dyn_scale, self.cfg.rep_scale,
                                   self.cfg.free_nats)  # fmt: skip
         # the first prior is a guess from the initial state: leave it out of the KL
-        total = (weighted + rew).mean() + kl[:, 1:].mean()
+        total = (weighted + reward_scale * rew).mean() + kl[:, 1:].mean()
         logs = {"loss": total.detach(), "recon": recon.mean().detach(), "reward_loss": rew.mean().detach(),
                 "kl_dyn": dyn[:, 1:].mean().detach(), "kl_rep": rep[:, 1:].mean().detach()}  # fmt: skip
         return total, logs, posts
