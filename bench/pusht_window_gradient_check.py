@@ -25,21 +25,21 @@ from worldgrad.algos.dmo_sapo import SAPOConfig, decouple_state
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
 
 
-def filtered_start(local: Any, env: PushTEnv, seed: int, actions: list[np.ndarray]) -> tuple[Any, np.ndarray]:
-    """Resets ``seed``, replays ``actions`` through the filter; the state after the last frame and that frame."""
+def filtered_start(local: Any, env: PushTEnv, seed: int, actions: list[np.ndarray]) -> Any:
+    """Resets ``seed``, replays ``actions`` through the filter; the state after the last frame."""
     obs, _ = env.reset(seed=seed)
     state, last = local.initial_state(1), torch.zeros(1, 2)
     for a in actions:
         state = local.observe_step(state, last, local.encode(torch.as_tensor(obs)[None]), sample=False)
         last = torch.as_tensor(a)[None]
         obs, *_ = env.step(a)
-    return local.observe_step(state, last, local.encode(torch.as_tensor(obs)[None]), sample=False), obs
+    return local.observe_step(state, last, local.encode(torch.as_tensor(obs)[None]), sample=False)
 
 
 @torch.no_grad()
 def forward_sum(local: Any, env: PushTEnv, seed: int, actions: list[np.ndarray], skip: int, gamma: float) -> float:
     """The window's discounted head sum on the simulator's frames (what the forward path computes)."""
-    state, _ = filtered_start(local, env, seed, actions[:skip])
+    state = filtered_start(local, env, seed, actions[:skip])
     total = 0.0
     for h, a in enumerate(actions[skip:]):
         obs, *_ = env.step(a)
@@ -52,7 +52,7 @@ def forward_sum(local: Any, env: PushTEnv, seed: int, actions: list[np.ndarray],
 def dmo_gradient(local: Any, env: PushTEnv, seed: int, actions: list[np.ndarray], skip: int, gamma: float):
     """d/d a_skip of the same sum through DMO's decoupled chain (prior Jacobians, forward values)."""
     with torch.no_grad():
-        state, _ = filtered_start(local, env, seed, actions[:skip])
+        state = filtered_start(local, env, seed, actions[:skip])
     fwd = latent = state
     leaves = [torch.as_tensor(a)[None].clone().requires_grad_(True) for a in actions[skip:]]
     total = torch.zeros(())

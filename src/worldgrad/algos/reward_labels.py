@@ -85,12 +85,9 @@ def contact_labels(frames: np.ndarray, horizon: int, gamma: float = 0.9, min_pix
     for a in range(0, len(frames) - 1, 512):  # chunks keep the int16 difference small
         b = min(a + 512, len(frames) - 1)
         event[a:b] = changed_pixels(frames[a:b], frames[a + 1 : b + 1]) >= min_pixels
-    nxt = np.full(len(frames), np.iinfo(np.int64).max // 2, dtype=np.int64)  # index of the next event at or after t
-    upcoming = nxt[-1]
-    for t in range(len(frames) - 1, -1, -1):
-        upcoming = t if event[t] else upcoming
-        nxt[t] = upcoming
-    k = nxt - np.arange(len(frames))
+    events, t = np.flatnonzero(event), np.arange(len(frames))
+    nxt = np.searchsorted(events, t)  # the first event at or after t (len(events): none)
+    k = np.where(nxt < len(events), np.append(events, len(frames) + horizon)[nxt] - t, horizon)
     return np.where(k < horizon, float(gamma) ** np.minimum(k, horizon), 0.0).astype(np.float32)
 
 
