@@ -28,6 +28,7 @@ This is a bench, not a training method: it resets and reads the simulator, which
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import time
@@ -59,11 +60,13 @@ from worldgrad.algos.train_policy import Demonstrations, PlayValues, pretrain_ac
 from worldgrad.algos.train_reward import load_goal_reward
 from worldgrad.data.store import EpisodeStore
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
-from worldgrad.eval.harness import EvalConfig, evaluate_policy
-from worldgrad.eval.harness import evaluate as evaluate_named
+from worldgrad.eval.harness import Trace, eval_seeds, run_episode, summarize
 from worldgrad.eval.local import feature_scorer
+from worldgrad.eval.policies import make_policy
 from worldgrad.eval.reward import agent_position_effect
-from worldgrad.operators.pusht import make_operator
+from worldgrad.eval.video import write_video
+from worldgrad.models.rssm import twohot_mean
+from worldgrad.operators.pusht import AGENT_R, make_operator, t_distance
 from worldgrad.policy import ImagePolicy
 from worldgrad.runtime.seeding import seed_everything
 
@@ -124,6 +127,46 @@ def agent_checks(local: Any, agent: Agent, poses: int = 4) -> dict[str, float]:
     return out
 
 
+def evaluate_with_reach(policy: Any, episodes: int, out: Path, pusht: PushTConfig, videos: int = 2) -> dict[str, float]:
+    """The harness's zero-shot summary plus how close the agent gets to the T (read from the simulator, for this
+    evaluation only): ``reach_min_px`` the mean over episodes of the smallest agent-to-T distance (edge to edge),
+    ``reach_gain_px`` how much closer than at the start that is, ``contact_frac`` the share of steps within 5 px."""
+    env = PushTEnv(replace(pusht, terminate_on_success=True))
+    results, mins, gains, contact = [], [], [], []
+    for i, seed in enumerate(eval_seeds(episodes)):
+        trace = Trace()
+        result, frames = run_episode(env, policy, seed, record=i < videos, trace=trace)
+        results.append(result)
+        if frames:
+            write_video(out / "videos" / f"seed{seed}.mp4", frames, fps=env.config.control_hz)
+        dist = np.array([t_distance(a, b) - AGENT_R for a, b in zip(trace.sim["agent_pos"], trace.sim["block_pose"],
+                                                                     strict=True)])  # fmt: skip
+        mins.append(dist.min())
+        gains.append(dist[0] - dist.min())
+        contact.append(float(np.mean(dist < 5.0)))
+    env.close()
+    reach = {"reach_min_px": float(np.mean(mins)), "reach_gain_px": float(np.mean(gains)),
+             "contact_frac": float(np.mean(contact))}  # fmt: skip
+    return {k: float(v) for k, v in summarize(results).items()} | reach
+
+
+def ensemble_reward(local: Any, path: Path, weight: float) -> Any:
+    """The reward head replaced by an ensemble's mean minus ``weight`` times its std (MOPO-style pessimism: where
+    the heads disagree the play data did not go, and the actor should not either)."""
+    params = load_file(path)
+    heads = []
+    for k in sorted({int(key.split(".")[0]) for key in params}):
+        head = copy.deepcopy(local.reward_head)
+        head.load_state_dict({key.split(".", 1)[1]: v for key, v in params.items() if key.split(".")[0] == str(k)})
+        heads.append(head.requires_grad_(False))
+
+    def reward(features: torch.Tensor) -> torch.Tensor:
+        preds = torch.stack([twohot_mean(head(features), local.bins) for head in heads])
+        return preds.mean(0) - weight * preds.std(0)
+
+    return reward
+
+
 def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> tuple[list[dict[str, float]], Agent]:
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -157,7 +200,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
                                torch.device("cpu"))  # fmt: skip
         if args.bc_pretrain > 0 and args.init is None:
             first, last = pretrain_actor(agent, demos, optims["actor"], args.bc_pretrain, rng)
-            print(json.dumps({"windows": 0, "bc_pretrain_loss": [first, last]}))
+            real = evaluate(agent, "oracle-bc")  # the cloned policy alone
+            print(json.dumps({"windows": 0, "bc_pretrain_loss": [first, last], **real}))
         demos = demos if args.bc_weight > 0 else None
     play = None
     if args.play_values > 0:
@@ -241,7 +285,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
             cov=f"{np.mean(cover[-20:]):.3f}", moved=f"{np.mean(moved[-20:]):.2f}", r=f"{np.mean(rets[-20:]):.2f}"
         )
         if (it + 1) % args.eval_every == 0 or it + 1 == args.iterations:
-            real = evaluate(ImagePolicy.from_agent(local, agent, name=f"oracle-{it + 1}"))
+            real = evaluate(agent, f"oracle-{it + 1}")
             args.out.mkdir(parents=True, exist_ok=True)  # the latest agent and RSSM, for checks of a stopped run
             save_file(agent.state_dict(), args.out / f"agent_seed{args.seed}.safetensors")
             save_file(local.state_dict(), args.out / f"local_seed{args.seed}.safetensors")
@@ -298,6 +342,12 @@ def main() -> None:
                         help="actor gradient from the window's rewards alone, not through the critic")  # fmt: skip
     parser.add_argument("--bc-weight", type=float, default=0.0, help="behaviour prior (SAPOConfig.bc_weight)")
     parser.add_argument("--bc-pretrain", type=int, default=0, help="behaviour-cloning steps before RL (bc_pretrain)")
+    parser.add_argument("--head-ensemble", type=Path, default=None,
+                        help="reward heads of `refit_reward_head.py --ensemble` (OUT.heads.safetensors): the "
+                             "head becomes their mean minus --uncertainty-weight times their std")  # fmt: skip
+    parser.add_argument("--uncertainty-weight", type=float, default=1.0)
+    parser.add_argument("--eval-sample", action="store_true",
+                        help="evaluate the stochastic policy (samples) instead of its mode")  # fmt: skip
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -309,16 +359,19 @@ def main() -> None:
     local = load_local_model(args.local or args.run / "local" / "local.safetensors")
     if args.mean_posteriors:  # every filter call of this object (training, restarts, ImagePolicy) uses the means
         local.observe_step = functools.partial(local.observe_step, sample=False)
+    if args.head_ensemble is not None:
+        local.reward = ensemble_reward(local, args.head_ensemble, args.uncertainty_weight)
     reward = load_goal_reward(args.reward_model or args.run / "reward" / "reward.safetensors")
     pusht = PushTConfig(image_size=local.cfg.image_size)
 
-    def evaluate(policy: ImagePolicy) -> dict[str, float]:
-        cfg = EvalConfig(episodes=args.episodes, videos=2, out=args.out / "eval" / policy.name, pusht=pusht)
-        summary, _ = evaluate_policy(lambda env: policy, cfg, progress=False)
-        return {k: float(v) for k, v in summary.items()}
+    def evaluate(agent: Agent, name: str) -> dict[str, float]:
+        policy = ImagePolicy.from_agent(local, agent, name=name, deterministic=not args.eval_sample)
+        return evaluate_with_reach(policy, args.episodes, args.out / "eval" / name, pusht)
 
-    random_cfg = EvalConfig(policies=("random",), episodes=args.episodes, videos=0, out=args.out / "eval", pusht=pusht)
-    reference = evaluate_named(random_cfg)
+    env = PushTEnv(pusht)
+    reference = evaluate_with_reach(make_policy("random", env), args.episodes, args.out / "eval" / "random", pusht)
+    env.close()
+    print(json.dumps({"random": reference}))
     rows, _ = train(args, local, reward, evaluate)
     args.out.mkdir(parents=True, exist_ok=True)  # the agent and RSSM were saved at the last evaluation
     (args.out / f"oracle_{args.reward}_seed{args.seed}.json").write_text(json.dumps({"rows": rows, "random": reference},

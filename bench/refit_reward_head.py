@@ -6,7 +6,10 @@ head on the frozen features takes a minute instead of a ``train-local --init`` r
 ``--diff-weight`` adds the squared error of the head's step-to-step changes against the labels' changes (an
 attempt to fit what the gradient sees; it did not help on Push-T). Prints, on validation windows, the head's
 correlation with the labels (levels and step-to-step changes, the latter split by whether the label changed), then
-the agent-position check of the refit head, and writes a ``local.safetensors`` with the new head.
+the agent-position check of the refit head, and writes a ``local.safetensors`` with the new head. ``--ensemble K``
+also fits K heads from fresh initializations on bootstrap resamples of the same windows and writes them to
+``OUT.heads.safetensors`` (for ``bench/pusht_oracle_check.py --head-ensemble``: their disagreement marks the
+features the play data does not cover, where a single head extrapolates and the actor climbs its errors).
 
     OMP_NUM_THREADS=1 python bench/refit_reward_head.py --local runs/pusht-cpu/local/local.safetensors \\
         --store runs/pusht-cpu/data/play --label reward --out runs/local-refit.safetensors
@@ -15,12 +18,15 @@ the agent-position check of the refit head, and writes a ``local.safetensors`` w
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
+from torch import nn
 
 from worldgrad.algos.train_local import export_local_model, load_local_model
 from worldgrad.data.sampler import WindowSampler
@@ -59,6 +65,19 @@ def fit_quality(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
             "change_corr_label_moved": float(np.corrcoef(dp[~still], dt[~still])[0, 1])}  # fmt: skip
 
 
+def fit_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, bins: torch.Tensor, steps: int,
+             seed: int) -> None:  # fmt: skip
+    """Plain two-hot regression of ``head`` on frozen features (n, T, F) -> labels (n, T)."""
+    optim = torch.optim.Adam(head.parameters(), lr=3e-4)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        idx = torch.as_tensor(rng.integers(0, len(feats), 64))
+        loss = twohot_symlog_loss(head(feats[idx]), labels[idx], bins).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--local", type=Path, required=True, help="local.safetensors whose head is refit")
@@ -71,6 +90,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--diff-weight", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ensemble", type=int, default=0, help="also fit K heads for OUT.heads.safetensors")
     parser.add_argument("--mean-posteriors", action="store_true",
                         help="features from the posteriors' class probabilities instead of samples")  # fmt: skip
     args = parser.parse_args()
@@ -106,6 +126,23 @@ def main() -> None:
         if (step + 1) % 1000 == 0:
             report(step + 1)
     export_local_model(args.out, model)
+    if args.ensemble > 0:
+        heads = {}
+        for k in range(args.ensemble):
+            torch.manual_seed(args.seed + 100 + k)
+            member = copy.deepcopy(head)
+            for layer in member.modules():  # fresh weights; the last layer zero, as the RSSM initializes it
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
+            nn.init.zeros_(member[-1].weight)
+            nn.init.zeros_(member[-1].bias)
+            boot = torch.as_tensor(np.random.default_rng(args.seed + 100 + k).integers(0, len(train[0]), len(train[0])))
+            fit_head(member, train[0][boot], train[1][boot], model.bins, args.steps, args.seed + k)
+            with torch.no_grad():
+                quality = fit_quality(twohot_mean(member(val[0]), model.bins), val[1])
+            print(f"ensemble head {k}", json.dumps({k2: round(v, 3) for k2, v in quality.items()}), flush=True)
+            heads |= {f"{k}.{name}": value.contiguous() for name, value in member.state_dict().items()}
+        save_file(heads, args.out.with_suffix(".heads.safetensors"))
     torch.manual_seed(0)
     _, effect = agent_position_effect(head_scorer(model), 4, image_size=model.cfg.image_size)
     print("agent-position check", json.dumps({k: round(v, 3) for k, v in effect.items()}))
