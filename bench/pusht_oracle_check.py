@@ -60,11 +60,10 @@ from worldgrad.algos.train_policy import Demonstrations, PlayValues, pretrain_ac
 from worldgrad.algos.train_reward import load_goal_reward
 from worldgrad.data.store import EpisodeStore
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
-from worldgrad.eval.harness import Trace, eval_seeds, run_episode, summarize
+from worldgrad.eval.harness import EvalConfig, Trace, evaluate_policy
 from worldgrad.eval.local import feature_scorer
 from worldgrad.eval.policies import make_policy
 from worldgrad.eval.reward import agent_position_effect
-from worldgrad.eval.video import write_video
 from worldgrad.models.rssm import twohot_mean
 from worldgrad.operators.pusht import AGENT_R, make_operator, t_distance
 from worldgrad.policy import ImagePolicy
@@ -127,27 +126,21 @@ def agent_checks(local: Any, agent: Agent, poses: int = 4) -> dict[str, float]:
     return out
 
 
-def evaluate_with_reach(policy: Any, episodes: int, out: Path, pusht: PushTConfig, videos: int = 2) -> dict[str, float]:
+def evaluate_with_reach(make: Any, cfg: EvalConfig) -> dict[str, float]:
     """The harness's zero-shot summary plus how close the agent gets to the T (read from the simulator, for this
     evaluation only): ``reach_min_px`` the mean over episodes of the smallest agent-to-T distance (edge to edge),
     ``reach_gain_px`` how much closer than at the start that is, ``contact_frac`` the share of steps within 5 px."""
-    env = PushTEnv(replace(pusht, terminate_on_success=True))
-    results, mins, gains, contact = [], [], [], []
-    for i, seed in enumerate(eval_seeds(episodes)):
-        trace = Trace()
-        result, frames = run_episode(env, policy, seed, record=i < videos, trace=trace)
-        results.append(result)
-        if frames:
-            write_video(out / "videos" / f"seed{seed}.mp4", frames, fps=env.config.control_hz)
-        dist = np.array([t_distance(a, b) - AGENT_R for a, b in zip(trace.sim["agent_pos"], trace.sim["block_pose"],
-                                                                     strict=True)])  # fmt: skip
-        mins.append(dist.min())
-        gains.append(dist[0] - dist.min())
-        contact.append(float(np.mean(dist < 5.0)))
-    env.close()
-    reach = {"reach_min_px": float(np.mean(mins)), "reach_gain_px": float(np.mean(gains)),
-             "contact_frac": float(np.mean(contact))}  # fmt: skip
-    return {k: float(v) for k, v in summarize(results).items()} | reach
+    dists = []
+
+    def on_episode(_: Any, trace: Trace) -> None:
+        pairs = zip(trace.sim["agent_pos"], trace.sim["block_pose"], strict=True)
+        dists.append(np.array([t_distance(agent, pose) - AGENT_R for agent, pose in pairs]))
+
+    summary, _ = evaluate_policy(make, cfg, progress=False, on_episode=on_episode)
+    reach = {"reach_min_px": float(np.mean([d.min() for d in dists])),
+             "reach_gain_px": float(np.mean([d[0] - d.min() for d in dists])),
+             "contact_frac": float(np.mean([np.mean(d < 5.0) for d in dists]))}  # fmt: skip
+    return {k: float(v) for k, v in summary.items()} | reach
 
 
 def ensemble_reward(local: Any, path: Path, weight: float) -> Any:
@@ -366,11 +359,11 @@ def main() -> None:
 
     def evaluate(agent: Agent, name: str) -> dict[str, float]:
         policy = ImagePolicy.from_agent(local, agent, name=name, deterministic=not args.eval_sample)
-        return evaluate_with_reach(policy, args.episodes, args.out / "eval" / name, pusht)
+        cfg = EvalConfig(episodes=args.episodes, videos=2, out=args.out / "eval" / name, pusht=pusht)
+        return evaluate_with_reach(lambda env: policy, cfg)
 
-    env = PushTEnv(pusht)
-    reference = evaluate_with_reach(make_policy("random", env), args.episodes, args.out / "eval" / "random", pusht)
-    env.close()
+    random_cfg = EvalConfig(episodes=args.episodes, videos=0, out=args.out / "eval" / "random", pusht=pusht)
+    reference = evaluate_with_reach(lambda env: make_policy("random", env), random_cfg)
     print(json.dumps({"random": reference}))
     rows, _ = train(args, local, reward, evaluate)
     args.out.mkdir(parents=True, exist_ok=True)  # the agent and RSSM were saved at the last evaluation

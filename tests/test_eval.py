@@ -5,7 +5,7 @@ import pytest
 
 from worldgrad.data.collect import EVAL_SEED_START
 from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
-from worldgrad.eval.harness import EvalConfig, eval_seeds, evaluate, run_episode, wilson_interval
+from worldgrad.eval.harness import EvalConfig, eval_seeds, evaluate, evaluate_policy, run_episode, wilson_interval
 from worldgrad.eval.policies import make_policy
 
 
@@ -59,6 +59,19 @@ def test_evaluate_writes_results_and_videos(tmp_path):
     # same seeds, same policy: same numbers
     again = evaluate(cfg, progress=False)
     assert again == summaries
+
+
+def test_evaluate_policy_hands_every_episode_trace_to_on_episode(tmp_path):
+    cfg = EvalConfig(episodes=2, videos=0, out=tmp_path, pusht=PushTConfig(max_episode_steps=5))
+    seen = []
+    summary, results = evaluate_policy(lambda env: StillPolicy(), cfg, progress=False,
+                                       on_episode=lambda result, trace: seen.append((result, trace)))  # fmt: skip
+    assert [r for r, _ in seen] == results and summary["episodes"] == 2
+    for result, trace in seen:
+        assert len(trace.frames) == result.steps == 5
+        assert np.asarray(trace.sim["agent_pos"]).shape == (5, 2)
+        assert np.asarray(trace.sim["block_pose"]).shape == (5, 3)
+    assert not (tmp_path / "episodes").exists()  # a trace for the caller is not a recording
 
 
 def test_recorded_evaluation_episodes_replay_exactly_and_are_never_appended_to(tmp_path):

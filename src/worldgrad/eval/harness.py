@@ -145,18 +145,24 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, float]:
 
 
 def evaluate_policy(
-    make: Callable[[PushTEnv], Policy], cfg: EvalConfig, progress: bool = True
+    make: Callable[[PushTEnv], Policy],
+    cfg: EvalConfig,
+    progress: bool = True,
+    on_episode: Callable[[EpisodeResult, Trace], None] | None = None,
 ) -> tuple[dict[str, float], list[EpisodeResult]]:
-    """Evaluates one policy on ``cfg.episodes`` held-out seeds, saving ``cfg.videos`` videos."""
+    """Evaluates one policy on ``cfg.episodes`` held-out seeds, saving ``cfg.videos`` videos; ``on_episode`` gets
+    every episode's result and trace (with the simulator's ground truth, for evaluation-only metrics)."""
     env = PushTEnv(replace(cfg.pusht, terminate_on_success=True))
     policy = make(env)
     name = policy.name.replace(":", "_").replace("/", "_")
     store = _episode_store(cfg, name) if cfg.record else None
     results = []
     for i, seed in enumerate(tqdm(eval_seeds(cfg.episodes), desc=f"eval {policy.name}", disable=not progress)):
-        trace = Trace() if store is not None else None
+        trace = Trace() if store is not None or on_episode is not None else None
         result, frames = run_episode(env, policy, seed, record=i < cfg.videos, trace=trace)
         results.append(result)
+        if on_episode is not None and trace is not None:
+            on_episode(result, trace)
         if frames:
             write_video(cfg.out / "videos" / f"{name}_seed{seed}.mp4", frames, fps=env.config.control_hz)
         if store is not None and trace is not None:
