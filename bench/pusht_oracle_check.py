@@ -181,6 +181,10 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     if args.init is not None:  # continue a stopped run from its last evaluation (fresh optimizers)
         agent.load_state_dict(load_file(args.init / f"agent_seed{args.seed}.safetensors"))
         local.load_state_dict(load_file(args.init / f"local_seed{args.seed}.safetensors"))
+    if args.init_actor is not None:  # a curriculum: the actor of another run, under this run's head and a fresh critic
+        actor = {k: v for k, v in load_file(args.init_actor / f"agent_seed{args.seed}.safetensors").items()
+                 if k.startswith("actor.")}  # fmt: skip
+        agent.load_state_dict(actor, strict=False)
     optims = agent.optimizers()
     finetune = None
     if args.finetune_every > 0:
@@ -308,6 +312,9 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--init", type=Path, default=None,
                         help="start from the agent and RSSM a previous run saved here (its --out)")  # fmt: skip
+    parser.add_argument("--init-actor", type=Path, default=None,
+                        help="start from the actor a previous run saved here (its --out), with this run's RSSM "
+                             "and head and a fresh critic: e.g. a reach head first, then a pushing one")  # fmt: skip
     parser.add_argument("--gamma", type=float, default=SAPOConfig.gamma, help="discount of the return and values")
     parser.add_argument("--progress-reward", action="store_true", help="SAPOConfig.progress_reward")
     parser.add_argument("--mean-posteriors", action="store_true",
