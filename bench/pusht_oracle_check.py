@@ -20,6 +20,8 @@ evaluation also reports what the reward head and the critic pay for the agent's 
 (``head_*`` / ``critic_*``: ``agent_position_effect``'s range, agent-on-goal gain and T-to-goal gain), the two
 gradients the actor follows (``*_near_t``: the gain of the agent near the T, the cue a pusher needs).
 ``--critic-windows``, ``--no-value-gradient`` and ``--play-values`` test remedies for the critic's.
+``--phase2 L`` gives a two-phase objective (a reach head until the object first moves, read from the frames,
+then ``L``'s head); ``--init-actor`` continues another run's actor under this run's head.
 This is a bench, not a training method: it resets and reads the simulator, which ``train-policy`` never does.
 
     OMP_NUM_THREADS=1 python bench/pusht_oracle_check.py --run runs/pusht-cpu --out runs/oracle
@@ -64,6 +66,7 @@ from worldgrad.eval.harness import EvalConfig, Trace, evaluate_policy
 from worldgrad.eval.local import feature_scorer
 from worldgrad.eval.policies import make_policy
 from worldgrad.eval.reward import agent_position_effect
+from worldgrad.models.image import changed_pixels
 from worldgrad.models.rssm import twohot_mean
 from worldgrad.operators.pusht import AGENT_R, make_operator, t_distance
 from worldgrad.policy import ImagePolicy
@@ -211,6 +214,18 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     size = local.cfg.image_size
     state, frame, start = local.initial_state(b), torch.zeros(b, size, size, 3, dtype=torch.uint8), None
     age = np.zeros(b, dtype=np.int64)
+    object_moved, phases = torch.zeros(b, dtype=torch.bool), {"active": False, "prev": frame}
+    if args.phase2 is not None:  # reach first, then push: the second head once the object has moved
+        first_head = local.reward
+        second_head = load_local_model(args.phase2).reward_head.requires_grad_(False)
+
+        def two_phase(features: torch.Tensor) -> torch.Tensor:
+            if not phases["active"]:  # the agent checks score other batches
+                return first_head(features)
+            second = twohot_mean(second_head(features), local.bins)
+            return torch.where(object_moved.clone(), second, first_head(features))  # clone: the mask changes in place
+
+        local.reward = two_phase
 
     def restart(ids: np.ndarray) -> None:
         nonlocal state, frame, start
@@ -232,12 +247,15 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         keep[torch.as_tensor(ids)] = False
         state = map_state(lambda s, f: torch.where(keep.view(-1, *[1] * (s.ndim - 1)), s, f), state, fresh)
         age[ids] = 0
+        object_moved[torch.as_tensor(ids)] = False
 
     head_state = state  # --reward head: the forward latent, filtered on the simulator's frames as the window goes
 
     def step_world(actions: torch.Tensor) -> torch.Tensor:
         nonlocal head_state
         frames = sim.step(actions)
+        object_moved.logical_or_(torch.as_tensor(changed_pixels(phases["prev"].numpy(), frames.numpy()) >= 40))
+        phases["prev"] = frames
         if args.reward == "head":
             with torch.no_grad():
                 head_state = local.observe_step(head_state, actions, local.encode(frames))
@@ -258,8 +276,9 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     bar = tqdm(range(args.iterations), desc=f"oracle {args.reward}")
     for it in bar:
         before = sim.coverage.copy()
-        head_state = state
+        head_state, phases["prev"], phases["active"] = state, frame, True
         loss, window, state, frame = imagine_window(agent, local, step_world, reward_fn, state, frame, cfg.horizon)
+        phases["active"] = False
         actor_loss = loss if demos is None else loss + cfg.bc_weight * bc_loss(agent, *demos.sample(rng))
         if actor_step(agent, optims["actor"], actor_loss, loss) is None:
             restart(np.arange(b))
@@ -315,6 +334,10 @@ def main() -> None:
     parser.add_argument("--init-actor", type=Path, default=None,
                         help="start from the actor a previous run saved here (its --out), with this run's RSSM "
                              "and head and a fresh critic: e.g. a reach head first, then a pushing one")  # fmt: skip
+    parser.add_argument("--phase2", type=Path, default=None,
+                        help="local.safetensors whose reward head replaces --local's in an environment once its "
+                             "object has moved this episode (>= 40 changed pixels between frames, read from the "
+                             "frames): a two-phase objective, reach first, then push")  # fmt: skip
     parser.add_argument("--gamma", type=float, default=SAPOConfig.gamma, help="discount of the return and values")
     parser.add_argument("--progress-reward", action="store_true", help="SAPOConfig.progress_reward")
     parser.add_argument("--mean-posteriors", action="store_true",
