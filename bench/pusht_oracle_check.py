@@ -335,9 +335,10 @@ def main() -> None:
                         help="start from the actor a previous run saved here (its --out), with this run's RSSM "
                              "and head and a fresh critic: e.g. a reach head first, then a pushing one")  # fmt: skip
     parser.add_argument("--phase2", type=Path, default=None,
-                        help="local.safetensors whose reward head replaces --local's in an environment once its "
-                             "object has moved this episode (>= 40 changed pixels between frames, read from the "
-                             "frames): a two-phase objective, reach first, then push")  # fmt: skip
+                        help="local.safetensors of the same RSSM with another reward head (e.g. refit_reward_head.py "
+                             "output) whose head replaces --local's in an environment once its object has moved this "
+                             "episode (>= 40 changed pixels between frames, read from the frames): a two-phase "
+                             "objective, reach first, then push")  # fmt: skip
     parser.add_argument("--gamma", type=float, default=SAPOConfig.gamma, help="discount of the return and values")
     parser.add_argument("--progress-reward", action="store_true", help="SAPOConfig.progress_reward")
     parser.add_argument("--mean-posteriors", action="store_true",
