@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pusht_oracle_check import standardized_coverage  # the script's folder is on sys.path
 from worldgrad.data.store import EpisodeStore
-from worldgrad.operators.pusht import AGENT_R, t_distance
+from worldgrad.operators.pusht import agent_t_gaps
 
 
 def reach(agent_pos: np.ndarray, block_pose: np.ndarray, scale: float) -> np.ndarray:
-    d = np.array([t_distance(a, p) - AGENT_R for a, p in zip(agent_pos, block_pose, strict=True)])
-    return np.exp(-np.maximum(d, 0.0) / scale)
+    return np.exp(-np.maximum(agent_t_gaps(agent_pos, block_pose), 0.0) / scale)
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     near = []
     for ep in tqdm(list(store), desc="oracle labels"):
         r = reach(ep.sim("agent_pos"), ep.sim("block_pose"), args.scale).astype(np.float32)
-        cov = ((ep.sim("coverage") - 0.2) / 0.25).astype(np.float32)
+        cov = standardized_coverage(ep.sim("coverage")).astype(np.float32)
         store.write_label(ep.key, f"oracle_reach{args.suffix}", r)
         store.write_label(ep.key, f"oracle_reach_cov{args.suffix}", args.reach_weight * r + cov)
         near.append(r)

@@ -57,6 +57,7 @@ from worldgrad.algos.dmo_sapo import (
     temperature_update,
     with_play_values,
 )
+from worldgrad.algos.reward_labels import LabelRewardConfig
 from worldgrad.algos.train_local import LocalFinetuner, load_local_model
 from worldgrad.algos.train_policy import Demonstrations, PlayValues, pretrain_actor, pretrain_critic
 from worldgrad.algos.train_reward import load_goal_reward
@@ -68,9 +69,16 @@ from worldgrad.eval.policies import make_policy
 from worldgrad.eval.reward import agent_position_effect
 from worldgrad.models.image import changed_pixels
 from worldgrad.models.rssm import twohot_mean
-from worldgrad.operators.pusht import AGENT_R, make_operator, t_distance
+from worldgrad.operators.pusht import agent_t_gaps, make_operator
 from worldgrad.policy import ImagePolicy
 from worldgrad.runtime.seeding import seed_everything
+
+OBJECT_MOVED_PIXELS = LabelRewardConfig.contact_pixels  # changed pixels between frames: the object moved
+
+
+def standardized_coverage(coverage: np.ndarray) -> np.ndarray:
+    """Coverage on the learned reward's scale (play coverage is ~0.2 +- 0.25)."""
+    return (coverage - 0.2) / 0.25
 
 
 class SimEnvs:
@@ -136,8 +144,7 @@ def evaluate_with_reach(make: Any, cfg: EvalConfig) -> dict[str, float]:
     dists = []
 
     def on_episode(_: Any, trace: Trace) -> None:
-        pairs = zip(trace.sim["agent_pos"], trace.sim["block_pose"], strict=True)
-        dists.append(np.array([t_distance(agent, pose) - AGENT_R for agent, pose in pairs]))
+        dists.append(agent_t_gaps(np.asarray(trace.sim["agent_pos"]), np.asarray(trace.sim["block_pose"])))
 
     summary, _ = evaluate_policy(make, cfg, progress=False, on_episode=on_episode)
     reach = {"reach_min_px": float(np.mean([d.min() for d in dists])),
@@ -254,16 +261,18 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     def step_world(actions: torch.Tensor) -> torch.Tensor:
         nonlocal head_state
         frames = sim.step(actions)
-        object_moved.logical_or_(torch.as_tensor(changed_pixels(phases["prev"].numpy(), frames.numpy()) >= 40))
-        phases["prev"] = frames
+        if args.phase2 is not None:  # the two-phase objective's switch, read from the frames
+            changed = changed_pixels(phases["prev"].numpy(), frames.numpy())
+            object_moved.logical_or_(torch.as_tensor(changed >= OBJECT_MOVED_PIXELS))
+            phases["prev"] = frames
         if args.reward == "head":
             with torch.no_grad():
                 head_state = local.observe_step(head_state, actions, local.encode(frames))
         return frames
 
     def reward_fn(f: torch.Tensor) -> torch.Tensor:
-        if args.reward == "coverage":  # standardized like the learned reward: play coverage ~0.2 +- 0.25
-            return torch.as_tensor((sim.coverage - 0.2) / 0.25, dtype=torch.float32)
+        if args.reward == "coverage":
+            return torch.as_tensor(standardized_coverage(sim.coverage), dtype=torch.float32)
         if args.reward == "head":
             with torch.no_grad():
                 return local.reward(local.features(head_state)).float()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
-from worldgrad.operators.pusht import OPERATOR_NAMES, Pusher, make_operator, t_distance
+from worldgrad.operators.pusht import AGENT_R, OPERATOR_NAMES, Pusher, agent_t_gaps, make_operator, t_distance
 
 
 def drive(name: str, seed: int, steps: int, env: PushTEnv | None = None, options=None, **kw):
@@ -63,6 +63,13 @@ def test_t_distance_is_signed():
     pose = np.array([256.0, 256.0, 0.0])
     assert t_distance(np.array([256.0, 271.0]), pose) < 0  # inside the bar
     assert t_distance(np.array([256.0, 236.0]), pose) == pytest.approx(20.0)
+
+
+def test_agent_t_gaps_subtract_the_agent_radius():
+    poses = np.array([[256.0, 256.0, 0.0]] * 2)
+    gaps = agent_t_gaps(np.array([[256.0, 236.0], [256.0, 271.0]]), poses)
+    assert gaps[0] == pytest.approx(20.0 - AGENT_R)
+    assert gaps[1] < -AGENT_R  # the agent's centre inside the bar
 
 
 def test_unknown_operator():

@@ -63,6 +63,12 @@ def t_distance(point: np.ndarray, pose: np.ndarray) -> float:
     return d
 
 
+def agent_t_gaps(agent_pos: np.ndarray, block_poses: np.ndarray) -> np.ndarray:
+    """Edge-to-edge gaps (T,) between the agent's disc and the T along a recorded trajectory (negative: overlap);
+    for evaluation-only reach metrics and diagnostics read from the simulator record."""
+    return np.array([t_distance(a, p) - AGENT_R for a, p in zip(agent_pos, block_poses, strict=True)])
+
+
 def cog_world(pose: np.ndarray) -> np.ndarray:
     return pose[:2] + _rot(pose[2]) @ _COG
 
