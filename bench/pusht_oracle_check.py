@@ -261,10 +261,10 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     def step_world(actions: torch.Tensor) -> torch.Tensor:
         nonlocal head_state
         frames = sim.step(actions)
-        if args.phase2 is not None:  # the two-phase objective's switch, read from the frames
-            changed = changed_pixels(phases["prev"].numpy(), frames.numpy())
-            object_moved.logical_or_(torch.as_tensor(changed >= OBJECT_MOVED_PIXELS))
-            phases["prev"] = frames
+        if args.phase2 is not None or args.reward == "motion":  # read from the frames
+            moved_now = torch.as_tensor(changed_pixels(phases["prev"].numpy(), frames.numpy()) >= OBJECT_MOVED_PIXELS)
+            object_moved.logical_or_(moved_now)  # the two-phase objective's switch
+            phases["prev"], phases["moved_now"] = frames, moved_now
         if args.reward == "head":
             with torch.no_grad():
                 head_state = local.observe_step(head_state, actions, local.encode(frames))
@@ -273,6 +273,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     def reward_fn(f: torch.Tensor) -> torch.Tensor:
         if args.reward == "coverage":
             return torch.as_tensor(standardized_coverage(sim.coverage), dtype=torch.float32)
+        if args.reward == "motion":
+            return phases["moved_now"].float()
         if args.reward == "head":
             with torch.no_grad():
                 return local.reward(local.features(head_state)).float()
@@ -330,9 +332,10 @@ def main() -> None:
     parser.add_argument("--local", type=Path, default=None, help="RSSM (default RUN/local/local.safetensors)")
     parser.add_argument("--reward-model", type=Path, default=None, help="default RUN/reward/reward.safetensors")
     parser.add_argument("--out", type=Path, default=Path("runs/oracle"))
-    parser.add_argument("--reward", choices=("learned", "coverage", "head"), default="learned",
-                        help="the values: the ranking reward, true coverage, or the RSSM's reward head on the forward "
-                        "latents (its gradient and its values agree, e.g. with a --contact head)")  # fmt: skip
+    parser.add_argument("--reward", choices=("learned", "coverage", "head", "motion"), default="learned",
+                        help="the values: the ranking reward, true coverage, the RSSM's reward head on the forward "
+                        "latents (its gradient and its values agree, e.g. with a --contact head), or 1 where the "
+                        "object moved into the frame (>= 40 changed pixels, read from the frames)")  # fmt: skip
     parser.add_argument("--iterations", type=int, default=2000, help="windows of H steps")
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--episode-len", type=int, default=64)
@@ -380,7 +383,7 @@ def main() -> None:
                              "head becomes their mean minus --uncertainty-weight times their std")  # fmt: skip
     parser.add_argument("--uncertainty-weight", type=float, default=1.0)
     parser.add_argument("--eval-sample", action="store_true",
-                        help="evaluate the stochastic policy (samples) instead of its mode")  # fmt: skip
+                        help="also evaluate the stochastic policy (sample_* figures)")  # fmt: skip
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -398,9 +401,14 @@ def main() -> None:
     pusht = PushTConfig(image_size=local.cfg.image_size)
 
     def evaluate(agent: Agent, name: str) -> dict[str, float]:
-        policy = ImagePolicy.from_agent(local, agent, name=name, deterministic=not args.eval_sample)
+        policy = ImagePolicy.from_agent(local, agent, name=name)
         cfg = EvalConfig(episodes=args.episodes, videos=2, out=args.out / "eval" / name, pusht=pusht)
-        return evaluate_with_reach(lambda env: policy, cfg)
+        out = evaluate_with_reach(lambda env: policy, cfg)
+        if args.eval_sample:  # the stochastic policy too, on the same seeds
+            policy = ImagePolicy.from_agent(local, agent, name=f"{name}-sample", deterministic=False)
+            cfg = EvalConfig(episodes=args.episodes, videos=2, out=args.out / "eval" / f"{name}-sample", pusht=pusht)
+            out |= {f"sample_{k}": v for k, v in evaluate_with_reach(lambda env: policy, cfg).items()}
+        return out
 
     random_cfg = EvalConfig(episodes=args.episodes, videos=0, out=args.out / "eval" / "random", pusht=pusht)
     reference = evaluate_with_reach(lambda env: make_policy("random", env), random_cfg)
