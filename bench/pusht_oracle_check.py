@@ -221,7 +221,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     size = local.cfg.image_size
     state, frame, start = local.initial_state(b), torch.zeros(b, size, size, 3, dtype=torch.uint8), None
     age = np.zeros(b, dtype=np.int64)
-    object_moved, phases = torch.zeros(b, dtype=torch.bool), {"active": False, "prev": frame}
+    object_moved = torch.zeros(b, dtype=torch.bool)
+    phases = {"active": False, "prev": frame, "moved_now": torch.zeros(b, dtype=torch.bool)}
     if args.phase2 is not None:  # reach first, then push: the second head once the object has moved
         first_head = local.reward
         second_head = load_local_model(args.phase2).reward_head.requires_grad_(False)
