@@ -69,7 +69,7 @@ from worldgrad.eval.policies import make_policy
 from worldgrad.eval.reward import agent_position_effect
 from worldgrad.models.image import changed_pixels
 from worldgrad.models.rssm import twohot_mean
-from worldgrad.operators.pusht import agent_t_gaps, make_operator
+from worldgrad.operators.pusht import CONTACT_PX, agent_t_gaps, make_operator
 from worldgrad.policy import ImagePolicy
 from worldgrad.runtime.seeding import seed_everything
 
@@ -149,7 +149,7 @@ def evaluate_with_reach(make: Any, cfg: EvalConfig) -> dict[str, float]:
     summary, _ = evaluate_policy(make, cfg, progress=False, on_episode=on_episode)
     reach = {"reach_min_px": float(np.mean([d.min() for d in dists])),
              "reach_gain_px": float(np.mean([d[0] - d.min() for d in dists])),
-             "contact_frac": float(np.mean([np.mean(d < 5.0) for d in dists]))}  # fmt: skip
+             "contact_frac": float(np.mean([np.mean(d < CONTACT_PX) for d in dists]))}  # fmt: skip
     return {k: float(v) for k, v in summary.items()} | reach
 
 

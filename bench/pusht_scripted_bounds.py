@@ -23,7 +23,7 @@ import numpy as np
 
 from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
 from worldgrad.eval.harness import eval_seeds
-from worldgrad.operators.pusht import agent_t_gaps, cog_world
+from worldgrad.operators.pusht import CONTACT_PX, agent_t_gaps, cog_world
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,17 @@ def run(c: Controller, episodes: int, seed: int) -> dict[str, float]:
     best, final, contact = [], [], []
     for s in eval_seeds(episodes):
         _, info = env.reset(seed=s)
-        cover, gaps = [info["coverage"]], []
+        cover, agent, block = [info["coverage"]], [], []
         for _ in range(env.config.max_episode_steps):
-            gaps.append(agent_t_gaps(env.agent_pos[None], env.block_pose[None])[0])
+            agent.append(env.agent_pos)
+            block.append(env.block_pose)
             _, _, terminated, truncated, info = env.step(act(c, env, rng))
             cover.append(info["coverage"])
             if terminated or truncated:
                 break
         best.append(max(cover))
         final.append(cover[-1])
-        contact.append(float(np.mean(np.array(gaps) < 5.0)))
+        contact.append(float(np.mean(agent_t_gaps(np.array(agent), np.array(block)) < CONTACT_PX)))
     return {"max": float(np.mean(best)), "final": float(np.mean(final)), "contact": float(np.mean(contact))}
 
 

@@ -63,6 +63,10 @@ def t_distance(point: np.ndarray, pose: np.ndarray) -> float:
     return d
 
 
+CONTACT_PX = 5.0
+"""an agent-to-T gap below this counts as contact in the evaluation-only reach metrics"""
+
+
 def agent_t_gaps(agent_pos: np.ndarray, block_poses: np.ndarray) -> np.ndarray:
     """Edge-to-edge gaps (T,) between the agent's disc and the T along a recorded trajectory (negative: overlap);
     for evaluation-only reach metrics and diagnostics read from the simulator record."""
