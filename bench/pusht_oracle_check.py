@@ -282,7 +282,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         return reward(f, start).float()
 
     restart(np.arange(b))
-    rows, t0, samples = [], time.perf_counter(), 0
+    rows, t0, samples, skipped = [], time.perf_counter(), 0, 0
     cover, rets, moved = [], [], []
     recent: deque[Window] = deque(maxlen=args.critic_windows)
     bar = tqdm(range(args.iterations), desc=f"oracle {args.reward}")
@@ -292,7 +292,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         loss, window, state, frame = imagine_window(agent, local, step_world, reward_fn, state, frame, cfg.horizon)
         phases["active"] = False
         actor_loss = loss if demos is None else loss + cfg.bc_weight * bc_loss(agent, *demos.sample(rng))
-        if actor_step(agent, optims["actor"], actor_loss, loss) is None:
+        if actor_step(agent, optims["actor"], actor_loss, loss) is None:  # non-finite: skipped, counted in the rows
+            skipped += 1
             restart(np.arange(b))
             continue
         recent.append(window)  # the critic regresses on the last --critic-windows windows (1: SAPO's)
@@ -310,7 +311,10 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         rets.append(float(window.global_rewards.mean()))
         restart(np.flatnonzero(age >= args.episode_len))
         bar.set_postfix(
-            cov=f"{np.mean(cover[-20:]):.3f}", moved=f"{np.mean(moved[-20:]):.2f}", r=f"{np.mean(rets[-20:]):.2f}"
+            cov=f"{np.mean(cover[-20:]):.3f}",
+            moved=f"{np.mean(moved[-20:]):.2f}",
+            r=f"{np.mean(rets[-20:]):.2f}",
+            skipped=skipped,
         )
         if (it + 1) % args.eval_every == 0 or it + 1 == args.iterations:
             real = evaluate(agent, f"oracle-{it + 1}")
@@ -320,7 +324,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
             real.update(agent_checks(local, agent))
             row = {"windows": it + 1, "samples": samples, "time_s": time.perf_counter() - t0,
                    "train_coverage": float(np.mean(cover[-50:])), "train_reward": float(np.mean(rets[-50:])),
-                   "train_coverage_changed": float(np.mean(moved[-50:])),
+                   "train_coverage_changed": float(np.mean(moved[-50:])), "skipped_windows": skipped,
                    "entropy": float(window.entropy.mean()), "alpha": agent.log_alpha.exp().item(), **real}  # fmt: skip
             rows.append(row)
             print(json.dumps(row))

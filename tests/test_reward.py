@@ -174,6 +174,12 @@ def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch
         assert np.allclose(ep.label("rtest"), first[ep.key] + 2.0 * term)
         touched += term.sum()
     assert touched > 0  # the fixture's operators do move the T
+    two_sided = replace(contact, contact_past=True)  # a new stamp: every episode is relabelled
+    assert label_store(two_sided, progress=False) == {"written": 4, "skipped": 0}
+    for ep in EpisodeStore.open(store_path):
+        term = reward_labels.contact_labels(np.asarray(ep.frames), 8, min_pixels=4, past=True)
+        assert np.allclose(ep.label("rtest"), first[ep.key] + 2.0 * term)
+    assert label_store(two_sided, progress=False) == {"written": 0, "skipped": 4}
 
 
 def test_lookahead_labels_on_hand_computed_values():
@@ -208,6 +214,10 @@ def test_contact_labels_rise_toward_the_next_object_move_and_ignore_the_agent_al
     assert np.all(np.diff(labels[5:11]) > 0)
     with pytest.raises(ValueError, match="--contact-gamma"):
         reward_labels.LabelRewardConfig(contact=8, contact_gamma=1.5)
+    two_sided = reward_labels.contact_labels(frames, horizon=6, gamma=0.5, min_pixels=40, past=True)
+    np.testing.assert_array_equal(two_sided[:11], labels[:11])  # before the move: as the one-sided label
+    assert two_sided[11] == 1.0 and two_sided[12] == 0.5 and two_sided[16] == 0.5**5  # 0, 1, 5 steps after it
+    assert np.all(two_sided[17:] == 0.0)  # 6 steps after: beyond the horizon
 
 
 def test_wrong_image_size_is_a_clear_error(store_path, tmp_path):

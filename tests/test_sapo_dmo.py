@@ -138,6 +138,10 @@ def test_temperature_moves_toward_the_target_entropy():
         alpha_loss(log_alpha, entropy, target).backward()
         opt.step()
         assert math.copysign(1, log_alpha.item()) == direction  # too random: alpha falls; too certain: alpha rises
+    from worldgrad.algos.dmo_sapo import SAPOConfig
+
+    with pytest.raises(ValueError, match="nonzero scale"):  # a zero target would make every update NaN
+        SAPOConfig(target_entropy_scale=0.0)
 
 
 def test_non_finite_or_exploding_gradients_are_detected():

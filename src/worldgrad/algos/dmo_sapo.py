@@ -136,6 +136,13 @@ class SAPOConfig:
     part of the value fixed by where the object already is, whose fitting errors otherwise swamp the small part
     the policy controls (e.g. the approach to the object). Play values then hold the play behaviour's progress"""
 
+    def __post_init__(self) -> None:
+        if self.target_entropy_scale == 0:  # SAPO scales the entropy by 1 / |target|: every update would be NaN
+            raise ValueError(
+                "--sapo.target-entropy-scale 0 gives a zero target entropy, which SAPO's entropy scaling divides "
+                "by; pass a nonzero scale (e.g. 0.5, or -0.5 for a positive target)"
+            )
+
 
 class Agent(nn.Module):
     """Actor, critic ensemble and the learned temperature, with their optimizers' settings in ``cfg``."""

@@ -65,7 +65,9 @@ def lookahead_labels(rewards: np.ndarray, steps: int, weight: float) -> np.ndarr
     return (r + weight * gain).astype(np.float32)
 
 
-def contact_labels(frames: np.ndarray, horizon: int, gamma: float = 0.9, min_pixels: int = 40) -> np.ndarray:
+def contact_labels(
+    frames: np.ndarray, horizon: int, gamma: float = 0.9, min_pixels: int = 40, past: bool = False
+) -> np.ndarray:
     """gamma^k within one episode (T,): k the steps from frame t until the scene next changes between two
     consecutive frames in at least ``min_pixels`` pixels (:func:`~worldgrad.models.image.changed_pixels`), 0 when
     that does not happen within ``horizon`` steps (nor at the last frame).
@@ -75,6 +77,11 @@ def contact_labels(frames: np.ndarray, horizon: int, gamma: float = 0.9, min_pix
     soon the recorded behaviour was going to touch it. A shaping term for the local reward head (not in the
     paper), like :func:`lookahead_labels`: the ranking reward is flat wherever the agent is not touching the
     object, and from a reset the agent is far from it; this label rises as the agent closes in.
+
+    ``past`` also counts the steps since the object last moved (frame t right after a move: k = 0), k the nearer
+    of the two. Beside the object the recorded operator has usually just pushed it or is about to, so the two-sided
+    label depends less on what the operator does next: on the ``cpu`` play store it correlates 0.62 with the true
+    agent-to-object nearness (``bench/oracle_labels.py``) against 0.47 for the one-sided label.
     """
     if horizon <= 0:
         return np.zeros(len(frames), np.float32)
@@ -88,6 +95,9 @@ def contact_labels(frames: np.ndarray, horizon: int, gamma: float = 0.9, min_pix
     events, t = np.flatnonzero(event), np.arange(len(frames))
     nxt = np.searchsorted(events, t)  # the first event at or after t (len(events): none)
     k = np.where(nxt < len(events), np.append(events, len(frames) + horizon)[nxt] - t, horizon)
+    if past:  # event s changes frame s into s + 1: frame t is t - 1 - s steps after the last event s < t
+        last = np.searchsorted(events, t) - 1
+        k = np.minimum(k, np.where(last >= 0, t - 1 - events[np.maximum(last, 0)], horizon))
     return np.where(k < horizon, float(gamma) ** np.minimum(k, horizon), 0.0).astype(np.float32)
 
 
@@ -116,6 +126,9 @@ class LabelRewardConfig:
     """scale of the contact term, in reward units (the reward is standardized on the play frames)"""
     contact_gamma: float = 0.9
     """per-step decay of the contact term"""
+    contact_past: bool = False
+    """two-sided contact term: k the steps to the object's next move or since its last one, whichever is nearer
+    (:func:`contact_labels`'s ``past``; follows the agent-to-object nearness more closely)"""
     contact_pixels: int = 40
     """changed pixels between consecutive frames that count as the object moving (the reward's tie threshold, for
     64x64 frames; scale it with the image area)"""
@@ -157,6 +170,8 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
     if cfg.contact > 0:
         stamp |= {"contact": cfg.contact, "contact_weight": cfg.contact_weight, "contact_gamma": cfg.contact_gamma,
                   "contact_pixels": cfg.contact_pixels}  # fmt: skip
+        if cfg.contact_past:  # only when set: labels written before the option keep their stamps
+            stamp["contact_past"] = True
     written = skipped = 0
     for ep in tqdm(list(store), desc=f"label {cfg.name}", disable=not progress):
         if _up_to_date(ep, cfg.name, stamp):
@@ -166,7 +181,7 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
         label = lookahead_labels(rewards, cfg.lookahead, cfg.lookahead_weight)
         if cfg.contact > 0:
             label = label + cfg.contact_weight * contact_labels(ep.frames, cfg.contact, cfg.contact_gamma,
-                                                                cfg.contact_pixels)  # fmt: skip
+                                                                cfg.contact_pixels, cfg.contact_past)  # fmt: skip
         store.write_label(ep.key, cfg.name, label.astype(np.float32))
         save_json_atomic(ep.path / "labels" / f"{cfg.name}.json", stamp)
         written += 1
