@@ -21,17 +21,13 @@ from torch import nn
 from worldgrad.data.sampler import split_keys
 from worldgrad.data.store import EpisodeStore
 from worldgrad.models.encoders import ConvEncoder, ConvEncoderConfig
+from worldgrad.models.image import to_model
 
 
 def load(store: EpisodeStore, keys: list[str], label: str) -> tuple[torch.Tensor, torch.Tensor]:
     frames = np.concatenate([store.episode(k).frames for k in keys])
     values = np.concatenate([store.episode(k).label(label) for k in keys])
     return torch.from_numpy(frames), torch.from_numpy(values).float()
-
-
-def to_input(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
-    return frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def main() -> None:
@@ -62,7 +58,7 @@ def main() -> None:
     def val_corr() -> float:
         with torch.no_grad():
             chunks = [val_x[i : i + 500] for i in range(0, len(val_x), 500)]
-            pred = torch.cat([head(encoder(to_input(c))).squeeze(-1) for c in chunks])
+            pred = torch.cat([head(encoder(to_model(c))).squeeze(-1) for c in chunks])
         return float(np.corrcoef(pred.numpy(), val_y.numpy())[0, 1])
 
     t0 = time.perf_counter()
@@ -70,7 +66,7 @@ def main() -> None:
     print(f"{'step':>6} {'train mse':>10} {'val corr':>9} {'time s':>7}")
     for step in range(args.steps + 1):
         i = torch.randint(len(train_x), (args.batch,))
-        loss = ((head(encoder(to_input(train_x[i]))).squeeze(-1) - train_y[i]) ** 2).mean()
+        loss = ((head(encoder(to_model(train_x[i]))).squeeze(-1) - train_y[i]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

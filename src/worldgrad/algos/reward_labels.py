@@ -96,7 +96,7 @@ def contact_labels(
     nxt = np.searchsorted(events, t)  # the first event at or after t (len(events): none)
     k = np.where(nxt < len(events), np.append(events, len(frames) + horizon)[nxt] - t, horizon)
     if past:  # event s changes frame s into s + 1: frame t is t - 1 - s steps after the last event s < t
-        last = np.searchsorted(events, t) - 1
+        last = nxt - 1
         k = np.minimum(k, np.where(last >= 0, t - 1 - events[np.maximum(last, 0)], horizon))
     return np.where(k < horizon, float(gamma) ** np.minimum(k, horizon), 0.0).astype(np.float32)
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from worldgrad.models.image import to_model
+
 
 @dataclass(frozen=True)
 class ACTConfig:
@@ -177,10 +179,8 @@ class ACT(nn.Module):
                 f"ACT expects uint8 frames (B, {', '.join(map(str, want))}), got {frames.dtype} "
                 f"{tuple(frames.shape)}; the store's image size must match --model.image-size"
             )
-        x = frames.float() / 127.5 - 1.0
-        if c.prev_frame:  # (B, 2, H, W, 3) -> (B, H, W, 6)
-            x = torch.cat([x[:, 0], x[:, 1]], dim=-1)
-        return x.permute(0, 3, 1, 2)
+        x = to_model(frames)
+        return x.flatten(1, 2) if c.prev_frame else x  # (B, 2, 3, H, W) -> (B, 6, H, W)
 
     def encode_latent(self, actions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of z given a chunk (B, k, A) and its valid steps (B, k); padded steps are not attended."""
