@@ -40,6 +40,9 @@ def main() -> None:
                         help="held-out episodes, by the store's hash split (as the RSSM's)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--write-label", default=None,
+                        help="write the probe's predictions on every frame of the store as this label: a "
+                             "denoised copy of --label for refit_reward_head.py")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     store = EpisodeStore.open(args.store)
@@ -55,11 +58,13 @@ def main() -> None:
     head = nn.Sequential(nn.SiLU(), nn.Linear(encoder.proj.out_features, 1))
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=3e-4, weight_decay=1e-4)
 
-    def val_corr() -> float:
+    def predict(frames: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            chunks = [val_x[i : i + 500] for i in range(0, len(val_x), 500)]
-            pred = torch.cat([head(encoder(to_model(c))).squeeze(-1) for c in chunks])
-        return float(np.corrcoef(pred.numpy(), val_y.numpy())[0, 1])
+            return torch.cat([head(encoder(to_model(frames[i : i + 500]))).squeeze(-1)
+                              for i in range(0, len(frames), 500)])  # fmt: skip
+
+    def val_corr() -> float:
+        return float(np.corrcoef(predict(val_x).numpy(), val_y.numpy())[0, 1])
 
     t0 = time.perf_counter()
     print(f"{len(train_keys)} training / {len(val_keys)} held-out episodes; label {args.label}")
@@ -76,6 +81,10 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"encoder": encoder.state_dict(), "head": head.state_dict()}, args.out)
         print(f"wrote {args.out}")
+    if args.write_label is not None:
+        for key in keys:
+            store.write_label(key, args.write_label, predict(torch.from_numpy(store.episode(key).frames)).numpy())
+        print(f"wrote label {args.write_label} on {len(keys)} episodes")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import time
 from collections import deque
@@ -137,20 +136,23 @@ def agent_checks(local: Any, agent: Agent, poses: int = 4) -> dict[str, float]:
     return out
 
 
-def evaluate_with_reach(make: Any, cfg: EvalConfig) -> dict[str, float]:
+def evaluate_with_reach(make: Any, cfg: EvalConfig) -> dict[str, Any]:
     """The harness's zero-shot summary plus how close the agent gets to the T (read from the simulator, for this
     evaluation only): ``reach_min_px`` the mean over episodes of the smallest agent-to-T distance (edge to edge),
-    ``reach_gain_px`` how much closer than at the start that is, ``contact_frac`` the share of steps within 5 px."""
+    ``reach_gain_px`` how much closer than at the start that is, ``contact_frac`` the share of steps within 5 px;
+    and ``max_coverages``, every episode's max coverage."""
     dists = []
 
     def on_episode(_: Any, trace: Trace) -> None:
         dists.append(agent_t_gaps(np.asarray(trace.sim["agent_pos"]), np.asarray(trace.sim["block_pose"])))
 
-    summary, _ = evaluate_policy(make, cfg, progress=False, on_episode=on_episode)
+    summary, results = evaluate_policy(make, cfg, progress=False, on_episode=on_episode)
     reach = {"reach_min_px": float(np.mean([d.min() for d in dists])),
              "reach_gain_px": float(np.mean([d[0] - d.min() for d in dists])),
              "contact_frac": float(np.mean([np.mean(d < CONTACT_PX) for d in dists]))}  # fmt: skip
-    return {k: float(v) for k, v in summary.items()} | reach
+    # per seed, in the harness's seed order: a paired comparison with random on the same seeds
+    per_seed = {"max_coverages": [round(float(r.max_coverage), 5) for r in results]}
+    return {k: float(v) for k, v in summary.items()} | reach | per_seed
 
 
 def ensemble_reward(local: Any, path: Path, weight: float) -> Any:
@@ -262,7 +264,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     def step_world(actions: torch.Tensor) -> torch.Tensor:
         nonlocal head_state
         frames = sim.step(actions)
-        if args.phase2 is not None or args.reward == "motion":  # read from the frames
+        if args.phase2 is not None or args.reward == "motion" or args.motion_weight > 0:  # read from the frames
             moved_now = torch.as_tensor(changed_pixels(phases["prev"].numpy(), frames.numpy()) >= OBJECT_MOVED_PIXELS)
             object_moved.logical_or_(moved_now)  # the two-phase objective's switch
             phases["prev"], phases["moved_now"] = frames, moved_now
@@ -272,6 +274,15 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         return frames
 
     def reward_fn(f: torch.Tensor) -> torch.Tensor:
+        out = values(f)
+        if args.motion_weight > 0:
+            out = out + args.motion_weight * phases["moved_now"].float()
+        if args.progress_weight > 0:  # the ranking reward's change since the last frame: pushes toward the goal
+            rank = reward(f, start).float()
+            out, phases["rank"] = out + args.progress_weight * (rank - phases["rank"]), rank
+        return out
+
+    def values(f: torch.Tensor) -> torch.Tensor:
         if args.reward == "coverage":
             return torch.as_tensor(standardized_coverage(sim.coverage), dtype=torch.float32)
         if args.reward == "motion":
@@ -283,12 +294,17 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
 
     restart(np.arange(b))
     rows, t0, samples, skipped = [], time.perf_counter(), 0, 0
+    if args.iterations == 0 and args.init is not None:  # evaluate a saved run as it is, e.g. on more seeds
+        rows.append({"windows": 0, **evaluate(agent, "oracle-init")})
+        print(json.dumps(rows[-1]))
     cover, rets, moved = [], [], []
     recent: deque[Window] = deque(maxlen=args.critic_windows)
     bar = tqdm(range(args.iterations), desc=f"oracle {args.reward}")
     for it in bar:
         before = sim.coverage.copy()
         head_state, phases["prev"], phases["active"] = state, frame, True
+        if args.progress_weight > 0:
+            phases["rank"] = reward(frame, start).float()
         loss, window, state, frame = imagine_window(agent, local, step_world, reward_fn, state, frame, cfg.horizon)
         phases["active"] = False
         actor_loss = loss if demos is None else loss + cfg.bc_weight * bc_loss(agent, *demos.sample(rng))
@@ -341,7 +357,12 @@ def main() -> None:
                         help="the values: the ranking reward, true coverage, the RSSM's reward head on the forward "
                         "latents (its gradient and its values agree, e.g. with a --contact head), or 1 where the "
                         "object moved into the frame (>= 40 changed pixels, read from the frames)")  # fmt: skip
-    parser.add_argument("--iterations", type=int, default=2000, help="windows of H steps")
+    parser.add_argument("--motion-weight", type=float, default=0.0,
+                        help="added where the object moved into the frame (train-policy --motion-reward)")  # fmt: skip
+    parser.add_argument("--progress-weight", type=float, default=0.0,
+                        help="times the learned reward's change from the last frame, added to the values")  # fmt: skip
+    parser.add_argument("--iterations", type=int, default=2000,
+                        help="windows of H steps (0 with --init: evaluate that run, e.g. on more seeds)")  # fmt: skip
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--episode-len", type=int, default=64)
     parser.add_argument("--action-scale", type=float, default=0.5)
@@ -398,14 +419,14 @@ def main() -> None:
         parser.error("--critic-pretrain needs play windows to learn from: pass --play-values N")
     torch.set_num_threads(args.threads)
     local = load_local_model(args.local or args.run / "local" / "local.safetensors")
-    if args.mean_posteriors:  # every filter call of this object (training, restarts, ImagePolicy) uses the means
-        local.observe_step = functools.partial(local.observe_step, sample=False)
+    if args.mean_posteriors:  # every filter call (training, restarts, ImagePolicy) uses the means
+        local.cfg = replace(local.cfg, filter_sample=False)
     if args.head_ensemble is not None:
         local.reward = ensemble_reward(local, args.head_ensemble, args.uncertainty_weight)
     reward = load_goal_reward(args.reward_model or args.run / "reward" / "reward.safetensors")
     pusht = PushTConfig(image_size=local.cfg.image_size)
 
-    def evaluate(agent: Agent, name: str) -> dict[str, float]:
+    def evaluate(agent: Agent, name: str) -> dict[str, Any]:
         policy = ImagePolicy.from_agent(local, agent, name=name)
         cfg = EvalConfig(episodes=args.episodes, videos=2, out=args.out / "eval" / name, pusht=pusht)
         out = evaluate_with_reach(lambda env: policy, cfg)
@@ -418,7 +439,18 @@ def main() -> None:
     random_cfg = EvalConfig(episodes=args.episodes, videos=0, out=args.out / "eval" / "random", pusht=pusht)
     reference = evaluate_with_reach(lambda env: make_policy("random", env), random_cfg)
     print(json.dumps({"random": reference}))
-    rows, _ = train(args, local, reward, evaluate)
+
+    def evaluate_paired(agent: Agent, name: str) -> dict[str, Any]:
+        """Adds the mean per-seed difference in max coverage to random's on the same seeds, and its standard error."""
+        out = evaluate(agent, name)
+        for prefix in ("", "sample_"):
+            if f"{prefix}max_coverages" in out and len(reference["max_coverages"]) > 1:
+                diff = np.subtract(out[f"{prefix}max_coverages"], reference["max_coverages"])
+                out[f"{prefix}vs_random"] = float(diff.mean())
+                out[f"{prefix}vs_random_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+        return out
+
+    rows, _ = train(args, local, reward, evaluate_paired)
     args.out.mkdir(parents=True, exist_ok=True)  # the agent and RSSM were saved at the last evaluation
     (args.out / f"oracle_{args.reward}_seed{args.seed}.json").write_text(json.dumps({"rows": rows, "random": reference},
                                                                                   default=str, indent=1))  # fmt: skip

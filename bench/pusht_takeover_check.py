@@ -17,7 +17,7 @@ Reads the agent and RSSM the oracle bench saves at every evaluation (``OUT/agent
 from __future__ import annotations
 
 import argparse
-import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def load_policy(run: Path, base: Path, cfg: SAPOConfig, mean_posteriors: bool) -
     local: Any = load_local_model(base)
     local.load_state_dict(load_file(run / "local_seed0.safetensors"))
     if mean_posteriors:  # as the oracle bench's --mean-posteriors trained it
-        local.observe_step = functools.partial(local.observe_step, sample=False)
+        local.cfg = replace(local.cfg, filter_sample=False)
     agent = Agent(local.feature_dim, local.cfg.action_dim, cfg)
     agent.load_state_dict(load_file(run / "agent_seed0.safetensors"))
     return ImagePolicy.from_agent(local, agent, name=str(run))

@@ -50,13 +50,15 @@ def filtered(
     burn_in: int,
     seed: int,
     sample: bool = True,
+    extra: tuple[str, ...] = (),
 ):
-    """Posterior features (n, length - burn_in, F) of random windows and their labels (n, length - burn_in)."""
-    batch = WindowSampler(store, length, split, labels=(label,)).sample(n, np.random.default_rng(seed))
+    """Posterior features (n, length - burn_in, F) of random windows and their labels (n, length - burn_in), then
+    the ``extra`` labels of the same windows."""
+    batch = WindowSampler(store, length, split, labels=(label, *extra)).sample(n, np.random.default_rng(seed))
     feats = [filtered_features(model, batch.frames[i : i + 50], batch.actions[i : i + 50], sample)[:, burn_in:]
              for i in range(0, n, 50)]  # fmt: skip
-    labels = torch.as_tensor(batch.labels[label][:, burn_in:], dtype=torch.float32)
-    return torch.as_tensor(np.concatenate(feats)), labels
+    labels = [torch.as_tensor(batch.labels[name][:, burn_in:], dtype=torch.float32) for name in (label, *extra)]
+    return torch.as_tensor(np.concatenate(feats)), *labels
 
 
 def fit_quality(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -98,6 +100,9 @@ def main() -> None:
                         help="features from the posteriors' class probabilities instead of samples")  # fmt: skip
     parser.add_argument("--keep-best", action="store_true",
                         help="write the reported head (every 1,000 steps) of best validation correlation")  # fmt: skip
+    parser.add_argument("--against", default=None,
+                        help="also report the head's validation correlation with this label (e.g. the "
+                             "evaluation-only oracle_reach: how much a head pays for the relation)")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     model = load_local_model(args.local)
@@ -105,7 +110,8 @@ def main() -> None:
     t0 = time.perf_counter()
     sample = not args.mean_posteriors
     train = filtered(model, store, args.label, "train", args.windows, args.length, args.burn_in, args.seed + 1, sample)
-    val = filtered(model, store, args.label, "val", 200, args.length, args.burn_in, args.seed + 2, sample)
+    extra = () if args.against in (None, args.label) else (args.against,)
+    val = filtered(model, store, args.label, "val", 200, args.length, args.burn_in, args.seed + 2, sample, extra)
     print(f"filtered {args.windows + 200} windows in {time.perf_counter() - t0:.0f} s")
     head = model.reward_head
     optim = torch.optim.Adam(head.parameters(), lr=3e-4)
@@ -115,7 +121,10 @@ def main() -> None:
 
     def report(step: int) -> None:
         with torch.no_grad():
-            quality = fit_quality(twohot_mean(head(val[0]), model.bins), val[1])
+            pred = twohot_mean(head(val[0]), model.bins)
+            quality = fit_quality(pred, val[1])
+            if extra:
+                quality[f"corr_{args.against}"] = float(np.corrcoef(pred.flatten(), val[2].flatten())[0, 1])
         print(step, json.dumps({k: round(v, 3) for k, v in quality.items()}), flush=True)
         if quality["corr"] > best["corr"]:
             best.update(corr=quality["corr"], step=step, state=copy.deepcopy(head.state_dict()))

@@ -180,6 +180,14 @@ def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch
         term = reward_labels.contact_labels(np.asarray(ep.frames), 8, min_pixels=4, past=True)
         assert np.allclose(ep.label("rtest"), first[ep.key] + 2.0 * term)
     assert label_store(two_sided, progress=False) == {"written": 0, "skipped": 4}
+    # the contact term alone: no reward model is read (the path may point nowhere)
+    alone = replace(two_sided, contact_only=True, reward=tmp_path / "none.safetensors")
+    assert label_store(alone, progress=False) == {"written": 4, "skipped": 0}
+    for ep in EpisodeStore.open(store_path):
+        term = reward_labels.contact_labels(np.asarray(ep.frames), 8, min_pixels=4, past=True)
+        assert np.allclose(ep.label("rtest"), 2.0 * term)
+    with pytest.raises(ValueError, match="--contact-only"):
+        reward_labels.LabelRewardConfig(contact_only=True)
 
 
 def test_lookahead_labels_on_hand_computed_values():

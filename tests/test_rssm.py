@@ -163,6 +163,13 @@ def test_observe_equals_repeated_single_steps():
         torch.testing.assert_close(state.stoch, posts.stoch[:, t])
         torch.testing.assert_close(prior.logits, priors.logits[:, t])
         prev = actions[:, t]
+    # the config picks the filter's default: one-hot samples, or the class probabilities (train-policy
+    # --mean-posteriors)
+    sampled = m.observe_step(m.initial_state(2), prev, embed[:, 0]).stoch
+    assert set(sampled.unique().tolist()) <= {0.0, 1.0}
+    m.cfg = dataclasses.replace(CFG, filter_sample=False)
+    torch.testing.assert_close(m.observe_step(m.initial_state(2), prev, embed[:, 0]).stoch,
+                               m.observe_step(m.initial_state(2), prev, embed[:, 0], sample=False).stoch)  # fmt: skip
 
 
 def test_deterministic_under_a_seed():

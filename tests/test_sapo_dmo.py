@@ -576,6 +576,8 @@ def test_dmo_equals_bptt_with_the_rssm_as_forward_and_backward_model():
 
 
 def test_train_policy_with_the_rssm_exports_a_deployable_policy(tmp_path):
+    from dataclasses import replace
+
     from worldgrad.algos.dmo_sapo import SAPOConfig
     from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy_from_files
     from worldgrad.policy import ImagePolicy
@@ -595,6 +597,9 @@ def test_train_policy_with_the_rssm_exports_a_deployable_policy(tmp_path):
     assert action.shape == (2,) and action.dtype == np.float32 and np.abs(action).max() <= 1
     with pytest.raises(ValueError, match="one uint8"):
         policy.act(np.zeros((size, size), np.float32))
+    assert policy.local.cfg.filter_sample  # the default: the filter samples
+    mean = train_policy_from_files(replace(cfg, name="mean", mean_posteriors=True), pusht=pusht, progress=False)
+    assert not ImagePolicy.from_checkpoint(mean["policy"]).local.cfg.filter_sample  # deployed as trained
 
 
 def test_play_values_give_the_critic_recorded_sequences_with_their_reward_labels(tmp_path):
@@ -641,3 +646,53 @@ def test_play_values_give_the_critic_recorded_sequences_with_their_reward_labels
         train_policy(replace(pcfg, sapo=replace(pcfg.sapo, play_values=0)), local, 16, None, None, progress=False)
     with pytest.raises(StoreError, match="label 'nope' is missing"):
         train_policy(replace(pcfg, name="pv2", reward_label="nope"), local, 16, None, None, progress=False)
+
+
+def test_motion_reward_pays_where_consecutive_forward_frames_show_the_object_moved(tmp_path):
+    from worldgrad.algos.dmo_sapo import SAPOConfig
+    from worldgrad.algos.train_policy import MotionReward, TrainPolicyConfig, train_policy
+    from worldgrad.models.image import changed_pixels
+
+    still = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
+    moved = still.clone()
+    moved[0, :10, :5] = 200  # 50 pixels: the object moved
+    moved[1, :2, :5] = 200  # 10 pixels: the agent alone
+    motion = MotionReward(lambda f: torch.full((len(f),), 0.5), weight=2.0, pixels=40)
+    with pytest.raises(RuntimeError, match="start"):
+        motion(moved)
+    motion.start(still)
+    torch.testing.assert_close(motion(moved), torch.tensor([2.5, 0.5]))
+    torch.testing.assert_close(motion(moved), torch.tensor([0.5, 0.5]))  # scored against the last frame
+    motion.start(still)  # a new window (environments may have restarted): scored against its first frame
+    torch.testing.assert_close(motion(moved), torch.tensor([2.5, 0.5]))
+    with pytest.raises(ValueError, match="--motion-reward >= 0"):
+        TrainPolicyConfig(motion_reward=-1.0)
+    with pytest.raises(ValueError, match="--forward local"):
+        TrainPolicyConfig(motion_reward=1.0, forward="local")
+
+    # through train-policy: the first window's global rewards gain the weight exactly where its frames changed
+    world = tiny_world(tmp_path)
+    seen = {}
+
+    def recorder(name):
+        def finetune(frames, actions, rewards):
+            seen.setdefault(name, (frames, rewards))
+            return {}
+
+        return finetune
+
+    sapo = SAPOConfig(horizon=3, critic_iterations=1, critic_minibatches=1, actor_hidden=(16,), critic_hidden=(8,))
+    for name, weight in (("plain", 0.0), ("motion", 2.0)):
+        torch.manual_seed(0)
+        local = ToyRSSM(size=world["pusht"].image_size)
+        cfg = TrainPolicyConfig(wm=world["wm"], reward=world["reward"], store=world["store"], runs=tmp_path,
+                                name=name, sapo=sapo, num_envs=2, iterations=1, eval_every=1, motion_reward=weight,
+                                motion_pixels=1, device="cpu")  # fmt: skip
+        train_policy(cfg, local, 16, recorder(name), None, progress=False)
+    frames, plain = seen["plain"]
+    torch.testing.assert_close(seen["motion"][0], frames)  # the same window, generated from the same seed
+    b, t = plain.shape
+    changed = changed_pixels(frames[:, :-1].reshape(b * t, *frames.shape[2:]).numpy(),
+                             frames[:, 1:].reshape(b * t, *frames.shape[2:]).numpy()).reshape(b, t)  # fmt: skip
+    assert (changed >= 1).any()
+    torch.testing.assert_close(seen["motion"][1], plain + 2.0 * torch.as_tensor(changed >= 1, dtype=torch.float32))

@@ -132,6 +132,9 @@ class LabelRewardConfig:
     contact_pixels: int = 40
     """changed pixels between consecutive frames that count as the object moving (the reward's tie threshold, for
     64x64 frames; scale it with the image area)"""
+    contact_only: bool = False
+    """the label is the contact term alone, without the reward (``--reward`` is then not read): a head that pays
+    for the approach only, for ``train-policy --motion-reward``, whose values pay for moving the object"""
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -141,6 +144,8 @@ class LabelRewardConfig:
                 f"contact {self.contact} / contact gamma {self.contact_gamma}: pass --contact >= 0 and "
                 "--contact-gamma in (0, 1]"
             )
+        if self.contact_only and (self.contact == 0 or self.lookahead > 0):
+            raise ValueError("--contact-only labels the contact term alone: pass --contact N > 0 and no --lookahead")
 
 
 def _file_digest(path: Path) -> str:
@@ -163,8 +168,12 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
     from worldgrad.runtime.seeding import pick_device
 
     store = EpisodeStore.open(cfg.store)
-    reward = load_goal_reward(cfg.reward, pick_device(cfg.device))
-    stamp = {"model": _file_digest(cfg.reward), "start_offset": cfg.start_offset}
+    reward = None if cfg.contact_only else load_goal_reward(cfg.reward, pick_device(cfg.device))
+    stamp: dict[str, object] = (
+        {"contact_only": True}
+        if cfg.contact_only
+        else {"model": _file_digest(cfg.reward), "start_offset": cfg.start_offset}
+    )
     if cfg.lookahead > 0:
         stamp |= {"lookahead": cfg.lookahead, "lookahead_weight": cfg.lookahead_weight}
     if cfg.contact > 0:
@@ -177,8 +186,11 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
         if _up_to_date(ep, cfg.name, stamp):
             skipped += 1
             continue
-        rewards = episode_rewards(reward, ep.frames, cfg.start_offset)
-        label = lookahead_labels(rewards, cfg.lookahead, cfg.lookahead_weight)
+        if reward is None:
+            label = np.zeros(len(ep), np.float32)
+        else:
+            label = lookahead_labels(episode_rewards(reward, ep.frames, cfg.start_offset), cfg.lookahead,
+                                     cfg.lookahead_weight)  # fmt: skip
         if cfg.contact > 0:
             label = label + cfg.contact_weight * contact_labels(ep.frames, cfg.contact, cfg.contact_gamma,
                                                                 cfg.contact_pixels, cfg.contact_past)  # fmt: skip

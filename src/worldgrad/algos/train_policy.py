@@ -36,6 +36,7 @@ from worldgrad.data.chunks import ChunkDataset
 from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore
 from worldgrad.imagine.rollout import ImageStarts, StartConfig, StoreContexts, WorldModelRollout
+from worldgrad.models.image import changed_pixels
 from worldgrad.runtime.metrics import MetricsLogger
 from worldgrad.runtime.resume import resume_or_start, save_training_state
 from worldgrad.runtime.run import RunDir
@@ -83,6 +84,18 @@ class TrainPolicyConfig:
     """model that generates the imagined trajectories: global (DMO-SAPO: the diffusion model generates, the
     local model differentiates) or local (the "No Diffusion" ablation: the local model does both, with its own
     reward head; no fine-tuning then, as there are no generated frames to fit; ``wm`` and ``reward`` are not read)"""
+    motion_reward: float = 0.0
+    """> 0: add this to the global reward of every step whose forward frame shows the object moved (>=
+    ``motion_pixels`` pixels changed from the previous forward frame, read from the world model's frames): values
+    that pay for moving the object, not only for where it lies. Not in the paper; for the ``cpu`` preset, whose
+    ranking reward is flat until the object moves. Pair it with a reward head that pays for the approach, e.g.
+    refit on ``label-reward --contact`` labels with ``--no-finetune-reward``"""
+    motion_pixels: int = 40
+    """changed pixels between consecutive frames that count as the object moving (``label-reward
+    --contact-pixels``)"""
+    mean_posteriors: bool = False
+    """the local model filters the forward frames with its posteriors' class probabilities instead of samples
+    (``RSSMConfig.filter_sample``): smoother latents for the actor, in training and in the exported policy"""
     reward_label: str = "reward"
     """the store's per-frame reward label (written by label-reward), read with ``--sapo.play-values``"""
     local_context: int = 4
@@ -90,6 +103,14 @@ class TrainPolicyConfig:
     ``global``, the world model's context length)"""
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.motion_reward < 0 or self.motion_pixels < 1:
+            raise ValueError(f"motion reward {self.motion_reward} / pixels {self.motion_pixels}: pass "
+                             "--motion-reward >= 0 and --motion-pixels >= 1")  # fmt: skip
+        if self.motion_reward > 0 and self.forward == "local":
+            raise ValueError("--motion-reward reads the world model's frames, which --forward local does not "
+                             "generate: drop one of the two")  # fmt: skip
 
 
 def _subset(state: tuple[torch.Tensor, ...], ids: torch.Tensor) -> Any:
@@ -103,6 +124,29 @@ def _assign(state: tuple[torch.Tensor, ...], ids: torch.Tensor, part: tuple[torc
         return x
 
     return map_state(put, state, part)
+
+
+class MotionReward:
+    """The global reward plus ``weight`` where the object moved between consecutive forward frames.
+
+    Stateful because a step's motion needs the frame before it: :meth:`start` is given each window's first frame
+    (environments may have restarted in between), then every call scores the next frame against the last one.
+    """
+
+    def __init__(self, reward_fn: Callable[[torch.Tensor], torch.Tensor], weight: float, pixels: int) -> None:
+        self.reward_fn, self.weight, self.pixels = reward_fn, weight, pixels
+        self.prev: torch.Tensor | None = None
+
+    def start(self, frame: torch.Tensor) -> None:
+        self.prev = frame
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.prev is None:
+            raise RuntimeError("MotionReward.start(frame) must be called before a window's first step")
+        changed = changed_pixels(self.prev.cpu().numpy(), frames.cpu().numpy())
+        self.prev = frames
+        moved = torch.as_tensor(changed >= self.pixels, dtype=torch.float32, device=frames.device)
+        return self.reward_fn(frames).float() + self.weight * moved
 
 
 class ImaginedEnvs:
@@ -272,9 +316,12 @@ def train_policy(
     samples = int(extra.get("samples", 0))
     rng = np.random.default_rng([cfg.seed, start])
     engine: WorldModelRollout | ImageStarts
+    motion: MotionReward | None = None
     if cfg.forward == "global":
         engine = WorldModelRollout(denoiser, sampler, cfg.num_envs, seed=cfg.seed * 100_003 + start)
         step_world, reward_fn = engine.step, (lambda f: reward(f, envs.start))
+        if cfg.motion_reward > 0:
+            reward_fn = motion = MotionReward(reward_fn, cfg.motion_reward, cfg.motion_pixels)
     else:  # imagine_window's No Diffusion path: no frames stepped, rewards from the local head
         engine = ImageStarts(StartConfig(local.cfg.image_size, context, action_dim), cfg.num_envs, device)
         step_world = reward_fn = None
@@ -298,6 +345,8 @@ def train_policy(
         bc_first, bc_last = pretrain_actor(agent, demos, optims["actor"], cfg.sapo.bc_pretrain, rng, progress)
         logger.log(0, {"policy/bc_pretrain_first": bc_first, "policy/bc_pretrain_last": bc_last})
     for it in bar:
+        if motion is not None:
+            motion.start(envs.frame)
         loss, window, state, frame = imagine_window(agent, local, step_world, reward_fn, envs.state, envs.frame, h)
         logs: dict[str, float] = {}
         actor_loss = loss if cfg.sapo.policy_gradient else 0.0 * loss
@@ -362,6 +411,7 @@ def train_policy_from_files(cfg: TrainPolicyConfig, pusht: Any = None, progress:
     run_path = Path(cfg.runs) / cfg.name
     saved_local = run_path / "local.safetensors"  # the fine-tuned copy, when resuming
     local = load_local_model(saved_local if saved_local.exists() else cfg.local, device)
+    local.cfg = replace(local.cfg, filter_sample=not cfg.mean_posteriors)  # exported with the policy
     finetune = (LocalFinetuner(local, lr=cfg.finetune_lr, updates=cfg.finetune_updates, seed=cfg.seed,
                                lookahead=cfg.finetune_lookahead, lookahead_weight=cfg.finetune_lookahead_weight,
                                fit_reward=cfg.finetune_reward)

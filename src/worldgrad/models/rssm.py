@@ -51,6 +51,10 @@ class RSSMConfig:
     """extra reconstruction weight on pixels that changed since the previous frame (see ``motion_weights``):
     a small moving object, like Push-T's agent (a dozen of 4,096 pixels), otherwise costs the decoder almost
     nothing to leave out, and then the features do not carry it"""
+    filter_sample: bool = True
+    """the filter (``observe_step``: the policy's latents, in training and when deployed) samples the posterior;
+    False uses its class probabilities, a smoother latent (``train-policy --mean-posteriors``). Training the model
+    always samples"""
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
@@ -242,8 +246,12 @@ class RSSM(nn.Module):
         logits = unimix_logits(raw, self.cfg.unimix)
         return State(deter, self._stoch(logits, sample), logits)
 
-    def observe_step(self, state: State, action: torch.Tensor, embed: torch.Tensor, sample: bool = True) -> State:
-        """The posterior after ``action`` given the embedding of the frame that followed it."""
+    def observe_step(
+        self, state: State, action: torch.Tensor, embed: torch.Tensor, sample: bool | None = None
+    ) -> State:
+        """The posterior after ``action`` given the embedding of the frame that followed it (``sample`` None: the
+        config's ``filter_sample``)."""
+        sample = self.cfg.filter_sample if sample is None else sample
         return self.posterior(self._deter(state, action), embed, sample)
 
     def observe(
