@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--write-label", default=None,
                         help="write the probe's predictions on every frame of the store as this label: a "
-                             "denoised copy of --label for refit_reward_head.py")  # fmt: skip
+                             "denoised copy of --label for refit_reward_head.py (on the training episodes the "
+                             "probe has seen the labels it predicts)")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     store = EpisodeStore.open(args.store)
