@@ -58,7 +58,7 @@ from worldgrad.algos.dmo_sapo import (
 )
 from worldgrad.algos.reward_labels import LabelRewardConfig
 from worldgrad.algos.train_local import LocalFinetuner, load_local_model
-from worldgrad.algos.train_policy import Demonstrations, PlayValues, pretrain_actor, pretrain_critic
+from worldgrad.algos.train_policy import Demonstrations, MotionReward, PlayValues, pretrain_actor, pretrain_critic
 from worldgrad.algos.train_reward import load_goal_reward
 from worldgrad.data.store import EpisodeStore
 from worldgrad.envs.pusht import PushTConfig, PushTEnv
@@ -264,7 +264,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     def step_world(actions: torch.Tensor) -> torch.Tensor:
         nonlocal head_state
         frames = sim.step(actions)
-        if args.phase2 is not None or args.reward == "motion" or args.motion_weight > 0:  # read from the frames
+        if args.phase2 is not None or args.reward == "motion":  # read from the frames
             moved_now = torch.as_tensor(changed_pixels(phases["prev"].numpy(), frames.numpy()) >= OBJECT_MOVED_PIXELS)
             object_moved.logical_or_(moved_now)  # the two-phase objective's switch
             phases["prev"], phases["moved_now"] = frames, moved_now
@@ -274,9 +274,7 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
         return frames
 
     def reward_fn(f: torch.Tensor) -> torch.Tensor:
-        out = values(f)
-        if args.motion_weight > 0:
-            out = out + args.motion_weight * phases["moved_now"].float()
+        out = values(f) if motion is None else motion(f)
         if args.progress_weight > 0:  # the ranking reward's change since the last frame: pushes toward the goal
             rank = reward(f, start).float()
             out, phases["rank"] = out + args.progress_weight * (rank - phases["rank"]), rank
@@ -292,6 +290,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
                 return local.reward(local.features(head_state)).float()
         return reward(f, start).float()
 
+    # --motion-weight: train-policy's --motion-reward, the same code
+    motion = MotionReward(values, args.motion_weight, OBJECT_MOVED_PIXELS) if args.motion_weight > 0 else None
     restart(np.arange(b))
     rows, t0, samples, skipped = [], time.perf_counter(), 0, 0
     if args.iterations == 0 and args.init is not None:  # evaluate a saved run as it is, e.g. on more seeds
@@ -303,6 +303,8 @@ def train(args: argparse.Namespace, local: Any, reward: Any, evaluate: Any) -> t
     for it in bar:
         before = sim.coverage.copy()
         head_state, phases["prev"], phases["active"] = state, frame, True
+        if motion is not None:
+            motion.start(frame)
         if args.progress_weight > 0:
             phases["rank"] = reward(frame, start).float()
         loss, window, state, frame = imagine_window(agent, local, step_world, reward_fn, state, frame, cfg.horizon)
