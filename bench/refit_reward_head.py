@@ -1,4 +1,5 @@
-"""Refit the local RSSM's reward head alone, on frozen posterior features of play windows.
+"""Refit the local RSSM's reward head alone, on frozen posterior features of play windows: the research
+version of ``worldgrad refit-head`` (same fit, plus the diagnostics below).
 
 DMO's actor follows this head's gradient, and a head trained jointly with the rest of the RSSM (or on other
 labels) can be far off in contact (``bench/pusht_gradient_check.py``). Filtering the store once and fitting the
@@ -31,42 +32,25 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from worldgrad.algos.refit_head import filtered_windows, head_step
+from worldgrad.algos.refit_head import fit_quality as head_fit_quality
 from worldgrad.algos.train_local import export_local_model, load_local_model
-from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore
-from worldgrad.eval.local import filtered_features, head_scorer
+from worldgrad.eval.local import head_scorer
 from worldgrad.eval.reward import agent_position_effect
 from worldgrad.models.rssm import twohot_mean, twohot_symlog_loss
 
 
-@torch.no_grad()
-def filtered(
-    model,
-    store: EpisodeStore,
-    label: str,
-    split: str,
-    n: int,
-    length: int,
-    burn_in: int,
-    seed: int,
-    sample: bool = True,
-    extra: tuple[str, ...] = (),
-):
-    """Posterior features (n, length - burn_in, F) of random windows and their labels (n, length - burn_in), then
-    the ``extra`` labels of the same windows."""
-    batch = WindowSampler(store, length, split, labels=(label, *extra)).sample(n, np.random.default_rng(seed))
-    feats = [filtered_features(model, batch.frames[i : i + 50], batch.actions[i : i + 50], sample)[:, burn_in:]
-             for i in range(0, n, 50)]  # fmt: skip
-    labels = [torch.as_tensor(batch.labels[name][:, burn_in:], dtype=torch.float32) for name in (label, *extra)]
-    return torch.as_tensor(np.concatenate(feats)), *labels
+def filtered(model, store: EpisodeStore, label: str, split: str, n: int, length: int, burn_in: int, seed: int,
+             sample: bool = True, extra: tuple[str, ...] = ()):  # fmt: skip
+    return filtered_windows(model, store, (label, *extra), split, n, length, burn_in, seed, sample)
 
 
 def fit_quality(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """The package's figures, plus the changes split by whether the label changed."""
     dp, dt = pred[:, 1:] - pred[:, :-1], target[:, 1:] - target[:, :-1]
     still = dt.abs() < 0.05
-    return {"corr": float(np.corrcoef(pred.flatten(), target.flatten())[0, 1]),
-            "change_corr": float(np.corrcoef(dp.flatten(), dt.flatten())[0, 1]),
-            "change_std_label_still": float(dp[still].std()),
+    return {**head_fit_quality(pred, target), "change_std_label_still": float(dp[still].std()),
             "change_corr_label_moved": float(np.corrcoef(dp[~still], dt[~still])[0, 1])}  # fmt: skip
 
 
@@ -77,10 +61,7 @@ def fit_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, bins: t
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         idx = torch.as_tensor(rng.integers(0, len(feats), 64))
-        loss = twohot_symlog_loss(head(feats[idx]), labels[idx], bins).mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        head_step(head, optim, feats[idx], labels[idx], bins)
 
 
 def main() -> None:

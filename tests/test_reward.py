@@ -188,6 +188,14 @@ def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch
         assert np.allclose(ep.label("rtest"), 2.0 * term)
     with pytest.raises(ValueError, match="--contact-only"):
         reward_labels.LabelRewardConfig(contact_only=True)
+    pushes = replace(alone, motion_weight=3.0)  # + 3 where the T moved into the frame
+    assert label_store(pushes, progress=False) == {"written": 4, "skipped": 0}
+    for ep in EpisodeStore.open(store_path):
+        frames = np.asarray(ep.frames)
+        term = reward_labels.contact_labels(frames, 8, min_pixels=4, past=True)
+        assert np.allclose(ep.label("rtest"), 2.0 * term + 3.0 * reward_labels.motion_labels(frames, 4))
+    with pytest.raises(ValueError, match="--motion-weight"):
+        reward_labels.LabelRewardConfig(motion_weight=-1.0)
 
 
 def test_lookahead_labels_on_hand_computed_values():
@@ -226,6 +234,8 @@ def test_contact_labels_rise_toward_the_next_object_move_and_ignore_the_agent_al
     np.testing.assert_array_equal(two_sided[:11], labels[:11])  # before the move: as the one-sided label
     assert two_sided[11] == 1.0 and two_sided[12] == 0.5 and two_sided[16] == 0.5**5  # 0, 1, 5 steps after it
     assert np.all(two_sided[17:] == 0.0)  # 6 steps after: beyond the horizon
+    moved = reward_labels.motion_labels(frames, min_pixels=40)  # the frame the object moved into, alone
+    assert moved.dtype == np.float32 and np.flatnonzero(moved).tolist() == [11]
 
 
 def test_wrong_image_size_is_a_clear_error(store_path, tmp_path):

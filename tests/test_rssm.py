@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from worldgrad.algos.refit_head import RefitHeadConfig, refit_head
 from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
 from worldgrad.algos.train_local import (
     LocalFinetuner,
     TrainLocalConfig,
+    export_local_model,
     load_local_model,
     predict_open_loop,
     train_local,
@@ -245,6 +247,36 @@ def test_train_local_resume_eval_and_finetune(store_path, tmp_path):
     assert again.cfg == trained.cfg
     for (k, v), w in zip(trained.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(v, w, msg=k)
+
+
+def test_refit_head_fits_the_head_alone_and_keeps_the_best(store_path, tmp_path):
+    torch.manual_seed(0)
+    export_local_model(tmp_path / "local.safetensors", RSSM(CFG))
+    store = EpisodeStore.open(store_path)
+    for ep in store:  # a second label to report against: the reward's negative
+        store.write_label(ep.key, "neg_reward", -np.asarray(ep.label("reward")))
+    cfg = RefitHeadConfig(local=tmp_path / "local.safetensors", store=store_path, label="reward",
+                          out=tmp_path / "refit.safetensors", windows=40, val_windows=10, length=12, burn_in=4,
+                          steps=300, batch_size=16, lr=3e-3, eval_every=50, against="neg_reward")  # fmt: skip
+    result = refit_head(cfg, progress=False)
+    history = result["history"]
+    assert [r["step"] for r in history] == [0, 50, 100, 150, 200, 250, 300]
+    assert np.isnan(history[0]["corr"])  # the fresh head (zero last layer) predicts a constant
+    assert history[-1]["train_loss"] < history[1]["train_loss"] / 2, history  # a loss that goes down
+    assert history[-1]["corr_neg_reward"] == pytest.approx(-history[-1]["corr"]) and history[-1]["corr"] > 0
+    before, after = load_local_model(cfg.local), load_local_model(cfg.out)
+    head = {f"reward_head.{k}" for k in after.reward_head.state_dict()}
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
+        assert torch.equal(a, b) == (name not in head), name  # the head changed, everything else is copied
+    # --keep-best writes the head of best validation correlation: the same fit, the same report
+    best = refit_head(dataclasses.replace(cfg, keep_best=True, out=tmp_path / "best.safetensors"), progress=False)
+    fitted = [r for r in history if r["step"] > 0]
+    assert best["kept_step"] == max(fitted, key=lambda r: r["corr"])["step"]
+    assert best["val"]["corr"] == max(r["corr"] for r in fitted)
+    with pytest.raises(StoreError, match="nolabel"):
+        refit_head(dataclasses.replace(cfg, label="nolabel"), progress=False)
+    with pytest.raises(ValueError, match="--burn-in"):
+        RefitHeadConfig(length=8, burn_in=8)
 
 
 def test_missing_reward_label_is_a_clear_error(tmp_path):

@@ -580,6 +580,7 @@ def test_train_policy_with_the_rssm_exports_a_deployable_policy(tmp_path):
 
     from worldgrad.algos.dmo_sapo import SAPOConfig
     from worldgrad.algos.train_policy import TrainPolicyConfig, train_policy_from_files
+    from worldgrad.eval.policies import make_policy
     from worldgrad.policy import ImagePolicy
 
     world = tiny_world(tmp_path)
@@ -599,7 +600,19 @@ def test_train_policy_with_the_rssm_exports_a_deployable_policy(tmp_path):
         policy.act(np.zeros((size, size), np.float32))
     assert policy.local.cfg.filter_sample  # the default: the filter samples
     mean = train_policy_from_files(replace(cfg, name="mean", mean_posteriors=True), pusht=pusht, progress=False)
-    assert not ImagePolicy.from_checkpoint(mean["policy"]).local.cfg.filter_sample  # deployed as trained
+    deployed = ImagePolicy.from_checkpoint(mean["policy"])
+    assert not deployed.local.cfg.filter_sample  # deployed as trained
+    sampled = make_policy(f"sampled:{mean['policy']}", env=None)  # type: ignore[arg-type]
+    frame = np.full((size, size, 3), 128, np.uint8)
+
+    def actions(p: ImagePolicy, seed: int) -> np.ndarray:
+        p.reset(seed)
+        return np.stack([p.act(frame) for _ in range(3)])
+
+    assert isinstance(sampled, ImagePolicy) and not sampled.deterministic
+    np.testing.assert_array_equal(actions(sampled, 5), actions(sampled, 5))  # seeded per episode
+    assert not np.array_equal(actions(sampled, 5), actions(sampled, 6))
+    np.testing.assert_array_equal(actions(deployed, 5), actions(deployed, 6))  # the mode of mean posteriors: no seed
 
 
 def test_play_values_give_the_critic_recorded_sequences_with_their_reward_labels(tmp_path):

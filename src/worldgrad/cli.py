@@ -56,6 +56,13 @@ def _label_reward() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     return LabelRewardConfig, {}, run_label_reward
 
 
+def _refit_head() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
+    from worldgrad.algos.refit_head import RefitHeadConfig
+    from worldgrad.commands import run_refit_head
+
+    return RefitHeadConfig, {}, run_refit_head
+
+
 def _eval_reward() -> tuple[type, dict[str, Any], Callable[[Any], Any]]:
     from worldgrad.commands import run_eval_reward
     from worldgrad.eval.reward import EvalRewardConfig
@@ -134,6 +141,7 @@ COMMANDS: dict[str, Command] = {
     "train-wm": Command("train the global diffusion world model on play data", _train_wm),
     "eval-wm": Command("open-loop fidelity of the world model on held-out recordings", _eval_wm),
     "train-local": Command("pretrain the local RSSM (the backward model) on play data", _train_local),
+    "refit-head": Command("refit the local model's reward head alone on a store label (minutes)", _refit_head),
     "eval-local": Command("open-loop fidelity of the local RSSM on held-out recordings", _eval_local),
     "train-policy": Command("optimize an image policy with DMO-SAPO inside the world models", _train_policy),
     "train-ppo": Command("PPO baseline: an image policy trained with PPO inside the global world model", _train_ppo),

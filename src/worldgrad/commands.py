@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from worldgrad.algos.refit_head import RefitHeadConfig, refit_head
 from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
 from worldgrad.algos.train_bc import TrainBCConfig, train_bc
 from worldgrad.algos.train_local import TrainLocalConfig, train_local
@@ -116,6 +117,13 @@ def run_eval_local(cfg: EvalLocalConfig) -> dict[str, object]:
     result = evaluate_local(cfg)
     print(result["table"])  # noqa: T201
     print(f"table and strip in {cfg.out}")  # noqa: T201
+    return result
+
+
+def run_refit_head(cfg: RefitHeadConfig) -> dict[str, object]:
+    result = refit_head(cfg)
+    val = {k: round(v, 3) for k, v in result["val"].items() if k != "step"}
+    print(f"local model with the refit head: {result['path']} (step {result['kept_step']}); validation {val}")  # noqa: T201
     return result
 
 

@@ -65,6 +65,25 @@ def lookahead_labels(rewards: np.ndarray, steps: int, weight: float) -> np.ndarr
     return (r + weight * gain).astype(np.float32)
 
 
+def _moves(frames: np.ndarray, min_pixels: int) -> np.ndarray:
+    """(T,) bool: the scene changed in at least ``min_pixels`` pixels from frame t to t + 1 (False at the last)."""
+    frames = np.asarray(frames)
+    event = np.zeros(len(frames), dtype=bool)
+    for a in range(0, len(frames) - 1, 512):  # chunks keep the int16 difference small
+        b = min(a + 512, len(frames) - 1)
+        event[a:b] = changed_pixels(frames[a:b], frames[a + 1 : b + 1]) >= min_pixels
+    return event
+
+
+def motion_labels(frames: np.ndarray, min_pixels: int = 40) -> np.ndarray:
+    """1 where the object moved into frame t (>= ``min_pixels`` changed pixels from frame t - 1), else 0 (T,).
+
+    What ``train-policy --motion-reward`` pays on the world model's frames, as a label: a head fit to it reads
+    the latent after the action, so its gradient points at pushing the object, not only at standing by it.
+    """
+    return np.concatenate([[0.0], _moves(frames, min_pixels)[:-1]]).astype(np.float32)
+
+
 def contact_labels(
     frames: np.ndarray, horizon: int, gamma: float = 0.9, min_pixels: int = 40, past: bool = False
 ) -> np.ndarray:
@@ -87,12 +106,7 @@ def contact_labels(
         return np.zeros(len(frames), np.float32)
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"contact gamma {gamma} must lie in (0, 1]; pass e.g. --contact-gamma 0.9")
-    frames = np.asarray(frames)
-    event = np.zeros(len(frames), dtype=bool)
-    for a in range(0, len(frames) - 1, 512):  # chunks keep the int16 difference small
-        b = min(a + 512, len(frames) - 1)
-        event[a:b] = changed_pixels(frames[a:b], frames[a + 1 : b + 1]) >= min_pixels
-    events, t = np.flatnonzero(event), np.arange(len(frames))
+    events, t = np.flatnonzero(_moves(frames, min_pixels)), np.arange(len(frames))
     nxt = np.searchsorted(events, t)  # the first event at or after t (len(events): none)
     k = np.where(nxt < len(events), np.append(events, len(frames) + horizon)[nxt] - t, horizon)
     if past:  # event s changes frame s into s + 1: frame t is t - 1 - s steps after the last event s < t
@@ -132,6 +146,10 @@ class LabelRewardConfig:
     contact_pixels: int = 40
     """changed pixels between consecutive frames that count as the object moving (the reward's tie threshold, for
     64x64 frames; scale it with the image area)"""
+    motion_weight: float = 0.0
+    """> 0: add this times 1 where the object moved into the frame (:func:`motion_labels`, ``contact_pixels``
+    changed pixels), e.g. ``--contact-only --contact 32 --contact-past --motion-weight 1``: a head that pays for
+    the approach and for the push"""
     contact_only: bool = False
     """the label is the contact term alone, without the reward (``--reward`` is then not read): a head that pays
     for the approach only, for ``train-policy --motion-reward``, whose values pay for moving the object"""
@@ -144,6 +162,8 @@ class LabelRewardConfig:
                 f"contact {self.contact} / contact gamma {self.contact_gamma}: pass --contact >= 0 and "
                 "--contact-gamma in (0, 1]"
             )
+        if self.motion_weight < 0:
+            raise ValueError(f"--motion-weight {self.motion_weight} must be >= 0")
         if self.contact_only and (self.contact == 0 or self.lookahead > 0):
             raise ValueError("--contact-only labels the contact term alone: pass --contact N > 0 and no --lookahead")
 
@@ -181,6 +201,8 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
                   "contact_pixels": cfg.contact_pixels}  # fmt: skip
         if cfg.contact_past:  # only when set: labels written before the option keep their stamps
             stamp["contact_past"] = True
+    if cfg.motion_weight > 0:
+        stamp |= {"motion_weight": cfg.motion_weight, "contact_pixels": cfg.contact_pixels}
     written = skipped = 0
     for ep in tqdm(list(store), desc=f"label {cfg.name}", disable=not progress):
         if _up_to_date(ep, cfg.name, stamp):
@@ -194,6 +216,8 @@ def label_store(cfg: LabelRewardConfig, progress: bool = True) -> dict[str, int]
         if cfg.contact > 0:
             label = label + cfg.contact_weight * contact_labels(ep.frames, cfg.contact, cfg.contact_gamma,
                                                                 cfg.contact_pixels, cfg.contact_past)  # fmt: skip
+        if cfg.motion_weight > 0:
+            label = label + cfg.motion_weight * motion_labels(ep.frames, cfg.contact_pixels)
         store.write_label(ep.key, cfg.name, label.astype(np.float32))
         save_json_atomic(ep.path / "labels" / f"{cfg.name}.json", stamp)
         written += 1

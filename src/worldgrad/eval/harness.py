@@ -30,7 +30,8 @@ class EvalConfig:
     """Evaluate policies zero-shot on the real system."""
 
     policies: tuple[str, ...] = ("random", "operator:explorer", "operator:pusher", "operator:expert")
-    """policy specs: random, operator:NAME, checkpoint:PATH (a trained policy.safetensors)"""
+    """policy specs: random, operator:NAME, checkpoint:PATH (a trained policy.safetensors), sampled:PATH (a
+    train-policy policy acting with samples of its action distribution instead of its mode)"""
     env: str = "pusht"
     """real system to evaluate on: pusht or pushcube"""
     episodes: int = 50

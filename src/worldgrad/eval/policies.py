@@ -68,8 +68,9 @@ class OperatorPolicy:
         return action
 
 
-def load_checkpoint_policy(path: str) -> Policy:
-    """Loads a trained policy file, dispatching on the ``kind`` its writer recorded."""
+def load_checkpoint_policy(path: str, deterministic: bool = True) -> Policy:
+    """Loads a trained policy file, dispatching on the ``kind`` its writer recorded (``deterministic`` False:
+    a train-policy policy acts with samples of its action distribution instead of its mode)."""
     from worldgrad.runtime.checkpoint import load_checkpoint
 
     if not Path(path).is_file():
@@ -78,7 +79,9 @@ def load_checkpoint_policy(path: str) -> Policy:
     if kind == "image_policy":
         from worldgrad.policy import ImagePolicy
 
-        return ImagePolicy.from_checkpoint(path)
+        return ImagePolicy.from_checkpoint(path, deterministic=deterministic)
+    if not deterministic:
+        raise ValueError(f"sampled:{path} needs a policy written by train-policy (kind={kind!r}); use checkpoint:")
     if kind == "ppo_policy":
         from worldgrad.algos.ppo import PPOPolicy
 
@@ -94,14 +97,16 @@ def load_checkpoint_policy(path: str) -> Policy:
 
 
 def make_policy(spec: str, env: PushTEnv | PushCubeEnv) -> Policy:
-    """Builds a policy from ``random``, ``operator:NAME`` or ``checkpoint:PATH``."""
+    """Builds a policy from ``random``, ``operator:NAME``, ``checkpoint:PATH`` or ``sampled:PATH`` (a train-policy
+    policy acting with samples of its tanh-Gaussian, seeded per episode, instead of its mode)."""
     kind, _, arg = spec.partition(":")
     if kind == "random" and not arg:
         return RandomPolicy(env.action_space.shape[0])
     if kind == "operator" and arg:
         return OperatorPolicy(arg, env)
-    if kind == "checkpoint" and arg:
-        return load_checkpoint_policy(arg)
+    if kind in ("checkpoint", "sampled") and arg:
+        return load_checkpoint_policy(arg, deterministic=kind == "checkpoint")
     raise ValueError(
-        f"unknown policy {spec!r}; use 'random', 'operator:NAME' (e.g. operator:pusher) or 'checkpoint:PATH'"
+        f"unknown policy {spec!r}; use 'random', 'operator:NAME' (e.g. operator:pusher), 'checkpoint:PATH' or "
+        "'sampled:PATH'"
     )
