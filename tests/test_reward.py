@@ -234,6 +234,8 @@ def test_contact_labels_rise_toward_the_next_object_move_and_ignore_the_agent_al
     np.testing.assert_array_equal(two_sided[:11], labels[:11])  # before the move: as the one-sided label
     assert two_sided[11] == 1.0 and two_sided[12] == 0.5 and two_sided[16] == 0.5**5  # 0, 1, 5 steps after it
     assert np.all(two_sided[17:] == 0.0)  # 6 steps after: beyond the horizon
+    still = frames[:10]  # an episode in which the object never moves: no contact on either side
+    assert not reward_labels.contact_labels(still, horizon=6, past=True).any()
     moved = reward_labels.motion_labels(frames, min_pixels=40)  # the frame the object moved into, alone
     assert moved.dtype == np.float32 and np.flatnonzero(moved).tolist() == [11]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from worldgrad.algos.dmo_sapo import SAPOConfig
+from worldgrad.algos.refit_head import RefitHeadConfig, refit_head
 from worldgrad.algos.reward_labels import LabelRewardConfig, label_store
 from worldgrad.algos.train_local import PRESETS as TRAIN_LOCAL_PRESETS
 from worldgrad.algos.train_local import TrainLocalConfig, train_local
@@ -45,6 +46,28 @@ TINY_POLICY = replace(
     sapo=replace(SAPOConfig(), horizon=8),
 )
 """DMO-SAPO in the tiny pipeline: a smoke run (its result is measured by the final evaluation stage)"""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """A shaping label for the local reward head, whose gradient DMO's actor follows (not in the paper).
+
+    With ``contact`` > 0 the pipeline writes ``label-reward --contact-only --contact-past`` labels (how near in time
+    the recorded behaviour is to moving the object, read from the frames) plus ``motion_weight`` where the object
+    moved, refits the trained local model's head alone on them (``refit-head``) and trains the policy with that
+    head (``--no-finetune-reward``): the ranking reward is flat until the object moves, so its head gives the actor
+    no way to the object from a reset. 0 keeps the paper's head, fit to the ranking reward's labels.
+    """
+
+    contact: int = 0
+    """horizon of the contact term in steps (0: off)"""
+    contact_gamma: float = 0.9
+    motion_weight: float = 1.0
+    """added where the object moved into the frame: a head that pays for the push, not only for the approach"""
+    steps: int = 3000
+    """refit steps"""
+    windows: int = 1200
+    """play windows the head is refit on"""
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,8 @@ class PipelineConfig:
     """local RSSM pretraining (store, runs, name and image size are set by the pipeline)"""
     policy: TrainPolicyConfig = field(default_factory=lambda: TINY_POLICY)
     """DMO-SAPO (paths and name are set by the pipeline; its final policy is evaluated with the reference ones)"""
+    head: HeadConfig = field(default_factory=HeadConfig)
+    """the local reward head the policy trains with: refit on a shaping label when ``head.contact`` > 0"""
 
     def __post_init__(self) -> None:
         if self.task != "pusht":
@@ -178,6 +203,10 @@ def _strip_table(result: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(result, default=float))
 
 
+def _strip_history(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "history"}
+
+
 def _eval_reward_or_note(cfg: EvalRewardConfig) -> dict[str, Any]:
     try:
         return evaluate_reward(cfg)
@@ -239,15 +268,31 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     results["local_eval"] = _stage(run, "eval_local", kecfg, lambda: _strip_table(evaluate_local(kecfg)),
                                    "open-loop fidelity", after=results["local"])  # fmt: skip
 
+    after_policy = [results["wm"], results["reward"], results["local"]]
+    if cfg.head.contact > 0:
+        hcfg = LabelRewardConfig(store=data / "play", name="head_label", contact=cfg.head.contact,
+                                 contact_gamma=cfg.head.contact_gamma, contact_past=True, contact_only=True,
+                                 motion_weight=cfg.head.motion_weight,
+                                 contact_pixels=cfg.policy.motion_pixels)  # fmt: skip
+        results["head_labels"] = _stage(run, "label_head", hcfg, lambda: label_store(hcfg),
+                                        "contact + motion label of every play frame")  # fmt: skip
+        rhcfg = RefitHeadConfig(local=local_path, store=data / "play", label="head_label",
+                                out=run.path / "local" / "local_head.safetensors", steps=cfg.head.steps,
+                                windows=cfg.head.windows, mean_posteriors=cfg.policy.mean_posteriors)  # fmt: skip
+        results["head"] = _stage(run, "refit_head", rhcfg, lambda: _strip_history(refit_head(rhcfg)),
+                                 f"local reward head on the contact label, {rhcfg.steps} steps",
+                                 after=[results["local"], results["head_labels"]])  # fmt: skip
+        local_path, after_policy = rhcfg.out, [*after_policy, results["head"]]
     pcfg = replace(cfg.policy, wm=run.path / "wm" / "wm.safetensors", reward=reward_path, local=local_path,
-                   store=data / "play", runs=run.path, name="policy")  # fmt: skip
+                   store=data / "play", runs=run.path, name="policy",
+                   finetune_reward=cfg.policy.finetune_reward and cfg.head.contact == 0)  # fmt: skip
     results["policy"] = _stage(
         run,
         "train_policy",
         pcfg,
         lambda: _strip_agent(train_policy_from_files(pcfg, pusht=cfg.pusht)),
         f"DMO-SAPO, {pcfg.iterations} windows of {pcfg.sapo.horizon} x {pcfg.num_envs} imagined steps",
-        after=[results["wm"], results["reward"], results["local"]],
+        after=after_policy,
         outputs=run.path / "policy",
     )
     policy_path = Path(results["policy"]["policy"])
@@ -384,6 +429,19 @@ def _policy_section(run: RunDir, cfg: PipelineConfig, results: dict[str, Any]) -
         "",
         f"Deployable policy: `{pol['policy']}` (`ImagePolicy.from_checkpoint`). Its zero-shot result on the real "
         "system is the first row of the table below; videos in `eval/policy/videos/`.",
+        "",
+        *_head_lines(cfg, results),
+    ]
+
+
+def _head_lines(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
+    if "head" not in results:
+        return []
+    corr = results["head"]["val"]["corr"]
+    return [
+        f"The actor followed a local reward head refit on a shaping label (contact horizon {cfg.head.contact}, "
+        f"+ {cfg.head.motion_weight} where the T moved; {cfg.head.steps} steps): validation correlation with the "
+        f"label {corr:.3f}.",
         "",
     ]
 

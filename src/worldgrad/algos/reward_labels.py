@@ -107,6 +107,8 @@ def contact_labels(
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"contact gamma {gamma} must lie in (0, 1]; pass e.g. --contact-gamma 0.9")
     events, t = np.flatnonzero(_moves(frames, min_pixels)), np.arange(len(frames))
+    if len(events) == 0:  # the object never moves in this episode
+        return np.zeros(len(frames), np.float32)
     nxt = np.searchsorted(events, t)  # the first event at or after t (len(events): none)
     k = np.where(nxt < len(events), np.append(events, len(frames) + horizon)[nxt] - t, horizon)
     if past:  # event s changes frame s into s + 1: frame t is t - 1 - s steps after the last event s < t
