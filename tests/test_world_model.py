@@ -155,6 +155,25 @@ def test_batched_rollout_equals_single_env_rollouts():
         batched.step(np.zeros((2, 2), np.float32))
 
 
+@pytest.mark.slow  # torch.compile takes about a minute on a CPU
+def test_compiled_rollout_equals_the_eager_one():
+    torch.manual_seed(0)
+    model = Denoiser(MODEL).eval()
+    for p in model.unet.conv_out.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, MODEL.context, SIZE, SIZE, 3), dtype=np.uint8)
+    acts = rng.uniform(-1, 1, (2, MODEL.context - 1, 2)).astype(np.float32)
+    steps = rng.uniform(-1, 1, (3, 2, 2)).astype(np.float32)
+    outs = []
+    for compiled in (False, True):
+        engine = WorldModelRollout(model, SamplerConfig(), 2, seeds=[5, 6], compile=compiled)
+        engine.reset(frames, acts)
+        outs.append(np.stack([engine.step(a).numpy() for a in steps], axis=1).astype(int))
+    diff = np.abs(outs[0] - outs[1])  # fused kernels may round differently: at most a quantization level
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
 def test_rollout_context_shifts_and_partial_reset():
     model = Denoiser(MODEL).eval()
     rng = np.random.default_rng(1)

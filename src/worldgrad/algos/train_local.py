@@ -63,7 +63,7 @@ class TrainLocalConfig:
 PRESETS: dict[str, TrainLocalConfig] = {
     "tiny": TrainLocalConfig(model=RSSMConfig(conv_norm="group", motion_weight=20.0)),
     "cpu": TrainLocalConfig(
-        name="local-cpu", store=Path("runs/pusht-cpu/data/play"), steps=6000, eval_every=500,
+        name="local-cpu", store=Path("runs/pusht-cpu/data/play"), steps=12_000, eval_every=500,
         model=RSSMConfig(cnn_depth=16, deter=256, hidden=256, stoch=32, classes=16, conv_norm="group",
                          motion_weight=20.0),
     ),
