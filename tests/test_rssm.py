@@ -273,6 +273,12 @@ def test_refit_head_fits_the_head_alone_and_keeps_the_best(store_path, tmp_path)
     fitted = [r for r in history if r["step"] > 0]
     assert best["kept_step"] == max(fitted, key=lambda r: r["corr"])["step"]
     assert best["val"]["corr"] == max(r["corr"] for r in fitted)
+    # --steps 0 reports a saved head as it is: the fitted head's last validation figures, its weights unchanged
+    check = refit_head(dataclasses.replace(cfg, local=cfg.out, steps=0, out=tmp_path / "check.safetensors"),
+                       progress=False)  # fmt: skip
+    assert check["kept_step"] == 0 and check["val"]["corr"] == pytest.approx(history[-1]["corr"], abs=1e-6)
+    for a, b in zip(after.state_dict().values(), load_local_model(check["path"]).state_dict().values(), strict=True):
+        assert torch.equal(a, b)
     with pytest.raises(StoreError, match="nolabel"):
         refit_head(dataclasses.replace(cfg, label="nolabel"), progress=False)
     with pytest.raises(ValueError, match="--burn-in"):

@@ -41,6 +41,7 @@ class RefitHeadConfig:
     burn_in: int = 8
     """first frames of a window left out (the filter's warm-up)"""
     steps: int = 3000
+    """0: report the saved head as it is (e.g. with ``--against``) and write it unchanged"""
     batch_size: int = 64
     lr: float = 3e-4
     mean_posteriors: bool = False
@@ -59,8 +60,8 @@ class RefitHeadConfig:
     def __post_init__(self) -> None:
         if self.length <= self.burn_in:
             raise ValueError(f"--length {self.length} must exceed --burn-in {self.burn_in}")
-        if min(self.windows, self.val_windows, self.steps, self.batch_size, self.eval_every) < 1:
-            raise ValueError("--windows, --val-windows, --steps, --batch-size and --eval-every must be >= 1")
+        if min(self.windows, self.val_windows, self.batch_size, self.eval_every) < 1 or self.steps < 0:
+            raise ValueError("--windows, --val-windows, --batch-size and --eval-every must be >= 1, --steps >= 0")
 
 
 @torch.no_grad()
