@@ -459,6 +459,43 @@ def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
     assert nodiff["samples"] == 4 * 3 * 2 and len(calls) == n_calls  # no fine-tuning without generated frames
 
 
+def test_init_starts_a_run_from_another_runs_agent_once_and_sampler_steps_reach_the_rollouts(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import worldgrad.algos.train_policy as tp
+    from worldgrad.algos.dmo_sapo import SAPOConfig
+
+    world = tiny_world(tmp_path)
+    torch.manual_seed(0)
+    local = ToyRSSM(size=world["pusht"].image_size)
+    seen = []
+
+    class Recording(tp.WorldModelRollout):
+        def __init__(self, denoiser, sampler, *args, **kwargs):
+            seen.append(sampler.steps)
+            super().__init__(denoiser, sampler, *args, **kwargs)
+
+    monkeypatch.setattr(tp, "WorldModelRollout", Recording)
+    sapo = SAPOConfig(horizon=2, critic_iterations=1, critic_minibatches=1, actor_hidden=(16,), critic_hidden=(8,))
+    cfg = tp.TrainPolicyConfig(wm=world["wm"], reward=world["reward"], store=world["store"], runs=tmp_path,
+                               name="a", sapo=sapo, num_envs=2, iterations=2, eval_every=2, device="cpu")  # fmt: skip
+    a = tp.train_policy(cfg, local, 16, None, None, progress=False)["agent"].state_dict()
+    b_cfg = replace(cfg, name="b", init=tmp_path / "a", sampler_steps=1, seed=1)
+    b0 = tp.train_policy(replace(b_cfg, iterations=0), local, 16, None, None, progress=False)["agent"].state_dict()
+    assert seen[0] != 1 and seen[1:] == [1]
+    for k, v in a.items():  # the warm start is the other run's agent exactly
+        torch.testing.assert_close(b0[k], v, rtol=0, atol=0)
+    b = tp.train_policy(b_cfg, local, 16, None, None, progress=False)["agent"].state_dict()
+    assert any(not torch.equal(b[k], v) for k, v in a.items())  # it trained on from there
+    again = tp.train_policy(b_cfg, local, 16, None, None, progress=False)["agent"].state_dict()
+    for k, v in b.items():  # a resume continues its own checkpoint, not the warm start
+        torch.testing.assert_close(again[k], v, rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="no checkpoint to start from"):
+        tp.train_policy(replace(cfg, name="c", init=tmp_path / "b" / "tb"), local, 16, None, None, progress=False)
+    with pytest.raises(ValueError, match="--sampler-steps -1"):
+        replace(cfg, sampler_steps=-1)
+
+
 def test_behaviour_prior_is_zero_at_the_demonstrated_action_and_pulls_the_mode_toward_it():
     from worldgrad.algos.dmo_sapo import Agent, SAPOConfig, bc_loss
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +38,7 @@ from worldgrad.data.store import EpisodeStore
 from worldgrad.imagine.rollout import ImageStarts, StartConfig, StoreContexts, WorldModelRollout
 from worldgrad.models.image import changed_pixels
 from worldgrad.runtime.metrics import MetricsLogger
-from worldgrad.runtime.resume import resume_or_start, save_training_state
+from worldgrad.runtime.resume import resume_or_start, save_training_state, warm_start
 from worldgrad.runtime.run import RunDir
 from worldgrad.runtime.seeding import pick_device, seed_everything
 
@@ -104,10 +104,19 @@ class TrainPolicyConfig:
     compile: bool = False
     """``torch.compile`` the world model's network for the rollouts: a pause of about a minute at the start, then
     faster windows (the rollouts are most of a window's time on a CPU)"""
+    sampler_steps: int = 0
+    """denoising steps per generated frame (0: the world model's own setting); 2 instead of the ``cpu`` world
+    model's 3 keeps its open-loop fidelity (``eval-wm --sampler-steps``) at two thirds of the rollout time"""
+    init: Path | None = None
+    """a train-policy run folder whose newest checkpoint starts this run: its actor, critic, temperature and
+    their optimizer moments (e.g. to continue a policy on a retrained world model or with another sampler).
+    Read when this run starts only; its samples are not counted in this run's"""
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.sampler_steps < 0:
+            raise ValueError(f"--sampler-steps {self.sampler_steps}: pass >= 1, or 0 for the world model's own")
         if self.motion_reward < 0 or self.motion_pixels < 1:
             raise ValueError(f"motion reward {self.motion_reward} / pixels {self.motion_pixels}: pass "
                              "--motion-reward >= 0 and --motion-pixels >= 1")  # fmt: skip
@@ -299,6 +308,8 @@ def train_policy(
     seed_everything(cfg.seed)
     if cfg.forward == "global":
         denoiser, sampler = load_world_model(cfg.wm, device)
+        if cfg.sampler_steps > 0:
+            sampler = replace(sampler, steps=cfg.sampler_steps)
         reward = load_goal_reward(cfg.reward, device)
         action_dim, context = denoiser.cfg.action_dim, denoiser.cfg.context
     else:  # No Diffusion: the local model imagines and rewards; neither global model is needed
@@ -316,6 +327,8 @@ def train_policy(
         if isinstance(getattr(finetune, "optim", None), torch.optim.Optimizer):
             states["local"] = finetune.optim  # type: ignore[attr-defined]
     start, extra = resume_or_start(run, modules, states, optional=("local",))
+    if start == 0 and cfg.init is not None:
+        warm_start(cfg.init, {"agent": agent}, optims, device)
     samples = int(extra.get("samples", 0))
     rng = np.random.default_rng([cfg.seed, start])
     engine: WorldModelRollout | ImageStarts
@@ -406,8 +419,6 @@ def export_policy(path: Path, agent: Agent, local: Any) -> None:
 
 def train_policy_from_files(cfg: TrainPolicyConfig, pusht: Any = None, progress: bool = True) -> dict[str, Any]:
     """``worldgrad train-policy``: loads the local model, fine-tunes it on the way, evaluates on the real system."""
-    from dataclasses import replace
-
     from worldgrad.algos.train_local import LocalFinetuner, export_local_model, load_local_model
     from worldgrad.envs.pusht import PushTConfig
     from worldgrad.eval.harness import EvalConfig, evaluate_policy

@@ -126,17 +126,53 @@ def resume_or_start(
         for name in names:
             warnings.warn(f"checkpoint {path} has no {group[:-1]} {name!r}; it starts from its current state",
                           CheckpointWarning, stacklevel=2)  # fmt: skip
+    _load_into(path, state, {k: v for k, v in modules.items() if k not in missing["modules"]},
+               {k: v for k, v in optimizers.items() if k not in missing["optimizers"]})  # fmt: skip
+    restore_rng(state["rng"])
+    return int(state["step"]), state["extra"]
+
+
+def _load_into(path: Path, state: dict[str, Any], modules: Mapping[str, nn.Module],
+               optimizers: Mapping[str, Stateful]) -> None:  # fmt: skip
     for name, module in modules.items():
-        if name not in missing["modules"]:
-            _load_module(path, name, module, _entry(path, state, "modules", name))
+        _load_module(path, name, module, _entry(path, state, "modules", name))
     for name, opt in optimizers.items():
-        if name in missing["optimizers"]:
-            continue
         saved = _entry(path, state, "optimizers", name)
         try:
             opt.load_state_dict(saved)
         except (ValueError, KeyError, RuntimeError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"checkpoint {path} does not fit optimizer {name!r} ({reason}); {_OTHER_CONFIG}") from e
-    restore_rng(state["rng"])
-    return int(state["step"]), state["extra"]
+
+
+def warm_start(
+    directory: str | Path,
+    modules: Mapping[str, nn.Module],
+    optimizers: Mapping[str, Stateful],
+    map_location: str | torch.device = "cpu",
+) -> Path:
+    """Loads the newest checkpoint of another run folder into the given objects, as a starting point.
+
+    Unlike :func:`resume_or_start` it keeps this run's step counter and random streams: the loaded run only
+    provides the weights and optimizer moments (e.g. a policy continued on a retrained world model).
+
+    Args:
+        directory: the other run's folder (its ``checkpoints/`` is read).
+        modules: models by name; each must be in the checkpoint with the same shapes.
+        optimizers: optimizers by name; each must be in the checkpoint.
+        map_location: where tensors are loaded before being copied in.
+
+    Returns:
+        the checkpoint file that was loaded.
+
+    Raises:
+        FileNotFoundError: the folder holds no readable checkpoint.
+        ValueError: the checkpoint does not fit the modules or optimizers.
+    """
+    found = load_latest_checkpoint(Path(directory) / "checkpoints", map_location)
+    if found is None:
+        raise FileNotFoundError(f"{directory} has no checkpoint to start from: pass a run folder whose "
+                                "checkpoints/ holds step_*.safetensors")  # fmt: skip
+    path, state = found
+    _load_into(path, state, modules, optimizers)
+    return path
