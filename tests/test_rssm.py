@@ -74,6 +74,26 @@ def test_shapes_of_the_api():
     torch.testing.assert_close(s.stoch.view(3, 4, 4).sum(-1), torch.ones(3, 4))
 
 
+def test_spatial_softmax_keypoints_locate_a_bright_pixel_and_join_the_embedding():
+    from worldgrad.models.rssm import SpatialSoftmax
+
+    kp = SpatialSoftmax(2, 2)
+    with torch.no_grad():  # keypoint k follows input channel k, sharply
+        kp.proj.weight.copy_(torch.eye(2)[:, :, None, None])
+        kp.proj.bias.zero_()
+        kp.log_temperature.fill_(-3.0)
+    x = torch.zeros(1, 2, 9, 9)
+    x[0, 0, 2, 6] = x[0, 1, 8, 0] = 1.0  # (row, col): y = -0.5, x = 0.5; y = 1, x = -1
+    torch.testing.assert_close(kp(x), torch.tensor([[0.5, -1.0, -0.5, 1.0]]), atol=1e-3, rtol=0)
+    m = RSSM(dataclasses.replace(CFG, keypoints=3))
+    assert m.embed_dim == RSSM(CFG).embed_dim + 6
+    frames = torch.randint(0, 256, (2, 4, SIZE, SIZE, 3), dtype=torch.uint8)
+    embed = m.encode(frames)
+    assert embed.shape == (2, 4, m.embed_dim) and embed[..., -6:].abs().max() <= 1
+    with pytest.raises(ValueError, match="keypoints must be >= 0"):
+        dataclasses.replace(CFG, keypoints=-1)
+
+
 def test_motion_weights_single_out_what_moved():
     frames = torch.zeros(1, 3, 4, 4, 3)
     frames[0, 1, 0, 0] = 1.0  # a pixel lights up at t = 1, and goes dark again at t = 2
@@ -185,14 +205,14 @@ def test_deterministic_under_a_seed():
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
-@pytest.mark.parametrize("norm", ["channel", "group", "none"])
-def test_tiny_model_overfits_one_batch(store_path, norm):
+@pytest.mark.parametrize(("norm", "keypoints"), [("channel", 0), ("group", 0), ("none", 0), ("group", 4)])
+def test_tiny_model_overfits_one_batch(store_path, norm, keypoints):
     torch.manual_seed(0)
     store = EpisodeStore.open(store_path)
     b = WindowSampler(store, 8, labels=("reward",)).sample(4, np.random.default_rng(0))
     frames, actions = torch.as_tensor(b.frames), torch.as_tensor(b.actions)
     rewards = torch.as_tensor(b.labels["reward"])
-    m = RSSM(dataclasses.replace(CFG, conv_norm=norm))
+    m = RSSM(dataclasses.replace(CFG, conv_norm=norm, keypoints=keypoints))
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     first = last = None
     for _ in range(150):

@@ -51,6 +51,11 @@ class RSSMConfig:
     """extra reconstruction weight on pixels that changed since the previous frame (see ``motion_weights``):
     a small moving object, like Push-T's agent (a dozen of 4,096 pixels), otherwise costs the decoder almost
     nothing to leave out, and then the features do not carry it"""
+    keypoints: int = 0
+    """> 0: this many spatial-softmax keypoints (Levine et al. 2016) of the first conv stage's maps join the
+    embedding as (x, y) coordinates. The flattened 4x4 maps keep where things are only implicitly, and a
+    reconstruction-trained encoder loses the agent-to-object geometry a policy needs (Push-T's relation probes);
+    coordinates make the geometry explicit, as image policies in robot learning do"""
     filter_sample: bool = True
     """the filter (``observe_step``: the policy's latents, in training and when deployed) samples the posterior;
     False uses its class probabilities, a smoother latent (``train-policy --mean-posteriors``). Training the model
@@ -59,6 +64,8 @@ class RSSMConfig:
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
             raise ValueError(f"RSSM image size must be a power of two >= 8, got {self.image_size}")
+        if self.keypoints < 0:
+            raise ValueError(f"RSSM keypoints must be >= 0 (0: none), got {self.keypoints}")
         if self.conv_norm not in _CONV_NORMS:
             raise ValueError(f"RSSM conv_norm must be channel, group or none, got {self.conv_norm!r}")
 
@@ -181,6 +188,24 @@ _CONV_NORMS: dict[str, Callable[[int], nn.Module]] = {
 """norm after each conv by ``RSSMConfig.conv_norm`` (which is checked against these names)"""
 
 
+class SpatialSoftmax(nn.Module):
+    """K keypoints of (B, C, H, W) maps: a 1x1 conv to K maps, a softmax over each map's pixels (learned
+    temperature), and each map's expected (x, y) in [-1, 1]; returns (B, 2K)."""
+
+    def __init__(self, channels: int, k: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels, k, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        logits = self.proj(x).flatten(2) / self.log_temperature.exp()
+        p = torch.softmax(logits, -1).reshape(b, -1, h, w)
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+        return torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
+
+
 class RSSM(nn.Module):
     """Encoder, recurrent state-space model, decoder and reward head."""
 
@@ -195,7 +220,9 @@ class RSSM(nn.Module):
             enc += [nn.Conv2d(c_in, c, 4, 2, 1), _CONV_NORMS[cfg.conv_norm](c), nn.SiLU()]
             c_in = c
         self.encoder = nn.Sequential(*enc, nn.Flatten())
-        self.embed_dim = chans[-1] * 16
+        self.keypoint_net = SpatialSoftmax(chans[0], cfg.keypoints) if cfg.keypoints else None
+        self._conv_dim = chans[-1] * 16
+        self.embed_dim = self._conv_dim + 2 * cfg.keypoints
         z = cfg.stoch * cfg.classes
         self.feature_dim = cfg.deter + z
         self.img_in = _dense(z + cfg.action_dim, cfg.hidden)
@@ -226,7 +253,11 @@ class RSSM(nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2) - 0.5
-        return self.encoder(x).reshape(*lead, self.embed_dim)
+        if self.keypoint_net is None:
+            return self.encoder(x).reshape(*lead, self.embed_dim)
+        first = self.encoder[:3](x)  # the first conv stage: conv, norm, activation
+        embed = torch.cat([self.encoder[3:](first), self.keypoint_net(first)], -1)
+        return embed.reshape(*lead, self.embed_dim)
 
     def _deter(self, state: State, action: torch.Tensor) -> torch.Tensor:
         return self.gru(self.img_in(torch.cat([state.stoch, action], -1)), state.deter)
@@ -287,7 +318,7 @@ class RSSM(nn.Module):
         """Features (..., F) -> images (..., H, W, 3) as floats in about [0, 1]."""
         lead = features.shape[:-1]
         s = self.cfg.image_size
-        x = self.dec_in(features.reshape(-1, features.shape[-1])).reshape(-1, self.embed_dim // 16, 4, 4)
+        x = self.dec_in(features.reshape(-1, features.shape[-1])).reshape(-1, self._conv_dim // 16, 4, 4)
         return (self.decoder(x) + 0.5).permute(0, 2, 3, 1).reshape(*lead, s, s, 3)
 
     # --- training -------------------------------------------------------------------------------
