@@ -6,6 +6,7 @@ process (the model already built) runs the largest-batch rollout, sampled every 
 
 python bench/wm_throughput.py                                   # all presets, CPU or the GPU when present
 python bench/wm_throughput.py --presets cpu --batches 1 16 64 --compile
+python bench/wm_throughput.py --presets cpu --batches 16 --sampler-steps 2   # train-policy --sampler-steps 2
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -127,6 +129,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser for the rollout")
+    p.add_argument("--sampler-steps", type=int, default=0, help="denoising steps per imagined frame (0: the preset's)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,12 +139,14 @@ def main() -> None:
     cols = " | ".join(f"imagined frames/s B={b}" for b in args.batches)
     big = max(args.batches)
     print(
-        f"| preset | params | GFLOP/frame | train step (batch {args.train_batch}) | samples/s | {cols} "
+        f"| preset | sampler steps | params | GFLOP/frame | train step (batch {args.train_batch}) | samples/s | {cols} "
         f"| peak memory B={big} |"
     )
-    print("|---" * (6 + len(args.batches)) + "|")
+    print("|---" * (7 + len(args.batches)) + "|")
     for preset in args.presets:
         cfg = PRESETS[preset]
+        if args.sampler_steps > 0:
+            cfg = replace(cfg, sampler=replace(cfg.sampler, steps=args.sampler_steps))
         torch.manual_seed(0)
         model = Denoiser(cfg.model).to(device, memory_format=torch.channels_last)  # as train-wm does
         n = sum(p.numel() for p in model.parameters())
@@ -155,7 +160,10 @@ def main() -> None:
         cells = " | ".join(f"{f:.1f}" for f in fps)
         per_s = args.train_batch * (1 + cfg.autoregressive_steps) / step
         mem_s = "n/a" if mem is None else f"{mem:.0f} MiB"
-        print(f"| {preset} | {n / 1e6:.2f}M | {gflop:.3f} | {step:.3f} s | {per_s:.0f} | {cells} | {mem_s} |")
+        print(
+            f"| {preset} | {cfg.sampler.steps} | {n / 1e6:.2f}M | {gflop:.3f} | {step:.3f} s | {per_s:.0f} | {cells} "
+            f"| {mem_s} |"
+        )
 
 
 if __name__ == "__main__":
