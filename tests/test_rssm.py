@@ -92,6 +92,8 @@ def test_spatial_softmax_keypoints_locate_a_bright_pixel_and_join_the_embedding(
     assert embed.shape == (2, 4, m.embed_dim) and embed[..., -6:].abs().max() <= 1
     with pytest.raises(ValueError, match="keypoints must be >= 0"):
         dataclasses.replace(CFG, keypoints=-1)
+    with pytest.raises(ValueError, match=r"keypoint_weight 1\.0 needs keypoints > 0"):
+        dataclasses.replace(CFG, keypoint_weight=1.0)
 
 
 def test_motion_weights_single_out_what_moved():
@@ -212,7 +214,7 @@ def test_tiny_model_overfits_one_batch(store_path, norm, keypoints):
     b = WindowSampler(store, 8, labels=("reward",)).sample(4, np.random.default_rng(0))
     frames, actions = torch.as_tensor(b.frames), torch.as_tensor(b.actions)
     rewards = torch.as_tensor(b.labels["reward"])
-    m = RSSM(dataclasses.replace(CFG, conv_norm=norm, keypoints=keypoints))
+    m = RSSM(dataclasses.replace(CFG, conv_norm=norm, keypoints=keypoints, keypoint_weight=float(keypoints > 0)))
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     first = last = None
     for _ in range(150):
@@ -223,6 +225,8 @@ def test_tiny_model_overfits_one_batch(store_path, norm, keypoints):
         first = first if first is not None else {k: float(v) for k, v in logs.items()}
         last = {k: float(v) for k, v in logs.items()}
     assert last["recon"] < first["recon"] / 5 and last["reward_loss"] < first["reward_loss"] / 2, (first, last)
+    if keypoints:  # the features learn to carry the keypoints
+        assert last["keypoint_loss"] < first["keypoint_loss"] / 2, (first, last)
 
 
 def test_train_local_resume_eval_and_finetune(store_path, tmp_path):

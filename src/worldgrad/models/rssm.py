@@ -56,6 +56,11 @@ class RSSMConfig:
     embedding as (x, y) coordinates. The flattened 4x4 maps keep where things are only implicitly, and a
     reconstruction-trained encoder loses the agent-to-object geometry a policy needs (Push-T's relation probes);
     coordinates make the geometry explicit, as image policies in robot learning do"""
+    keypoint_weight: float = 0.0
+    """> 0 (with ``keypoints``): an MLP head reconstructs the frame's keypoints from the features, the targets
+    with their gradient stopped, so the latent (and the prior that predicts it) must carry the coordinates, as
+    DreamerV3 decodes vector observations next to the image; without it the posterior keeps them no better than
+    the flattened maps"""
     filter_sample: bool = True
     """the filter (``observe_step``: the policy's latents, in training and when deployed) samples the posterior;
     False uses its class probabilities, a smoother latent (``train-policy --mean-posteriors``). Training the model
@@ -66,6 +71,8 @@ class RSSMConfig:
             raise ValueError(f"RSSM image size must be a power of two >= 8, got {self.image_size}")
         if self.keypoints < 0:
             raise ValueError(f"RSSM keypoints must be >= 0 (0: none), got {self.keypoints}")
+        if self.keypoint_weight < 0 or (self.keypoint_weight > 0 and not self.keypoints):
+            raise ValueError(f"RSSM keypoint_weight {self.keypoint_weight} needs keypoints > 0 and a weight >= 0")
         if self.conv_norm not in _CONV_NORMS:
             raise ValueError(f"RSSM conv_norm must be channel, group or none, got {self.conv_norm!r}")
 
@@ -236,6 +243,10 @@ class RSSM(nn.Module):
             if c_lo != 3:
                 dec += [_CONV_NORMS[cfg.conv_norm](c_lo), nn.SiLU()]
         self.decoder = nn.Sequential(*dec)
+        self.keypoint_head: nn.Module | None = None
+        if cfg.keypoint_weight > 0:
+            kp_out = nn.Linear(cfg.hidden, 2 * cfg.keypoints)
+            self.keypoint_head = nn.Sequential(_dense(self.feature_dim, cfg.hidden), kp_out)
         self.reward_head = nn.Sequential(_dense(self.feature_dim, cfg.hidden), nn.Linear(cfg.hidden, cfg.reward_bins))
         nn.init.zeros_(self.reward_head[-1].weight)  # predicts 0 at init (DreamerV3)
         nn.init.zeros_(self.reward_head[-1].bias)
@@ -327,7 +338,8 @@ class RSSM(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], State]:
         """World-model loss on sequences: frames uint8 (B, T, H, W, 3), actions (B, T, A), rewards (B, T);
         ``reward_scale`` 0 leaves the reward head out (it is still logged)."""
-        posts, priors = self.observe(self.encode(frames), actions)
+        embed = self.encode(frames)
+        posts, priors = self.observe(embed, actions)
         feats = self.features(posts)
         target = frames.float() / 255.0
         err = (self.decode(feats) - target) ** 2
@@ -343,4 +355,9 @@ class RSSM(nn.Module):
         total = (weighted + reward_scale * rew).mean() + kl[:, 1:].mean()
         logs = {"loss": total.detach(), "recon": recon.mean().detach(), "reward_loss": rew.mean().detach(),
                 "kl_dyn": dyn[:, 1:].mean().detach(), "kl_rep": rep[:, 1:].mean().detach()}  # fmt: skip
+        if self.keypoint_head is not None:
+            kp = embed[..., -2 * self.cfg.keypoints :].detach()
+            kp_loss = ((self.keypoint_head(feats) - kp) ** 2).sum(-1).mean()
+            total = total + self.cfg.keypoint_weight * kp_loss
+            logs |= {"loss": total.detach(), "keypoint_loss": kp_loss.detach()}
         return total, logs, posts
