@@ -94,6 +94,10 @@ def test_spatial_softmax_keypoints_locate_a_bright_pixel_and_join_the_embedding(
         dataclasses.replace(CFG, keypoints=-1)
     with pytest.raises(ValueError, match=r"keypoint_weight 1\.0 needs keypoints > 0"):
         dataclasses.replace(CFG, keypoint_weight=1.0)
+    with pytest.raises(ValueError, match="keypoint_temperature must be > 0"):
+        dataclasses.replace(CFG, keypoints=2, keypoint_temperature=0.0)
+    sharp = RSSM(dataclasses.replace(CFG, keypoints=2, keypoint_temperature=0.1)).keypoint_net
+    assert sharp is not None and abs(sharp.log_temperature.exp().item() - 0.1) < 1e-6
 
 
 def test_motion_weights_single_out_what_moved():

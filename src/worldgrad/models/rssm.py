@@ -56,6 +56,8 @@ class RSSMConfig:
     embedding as (x, y) coordinates. The flattened 4x4 maps keep where things are only implicitly, and a
     reconstruction-trained encoder loses the agent-to-object geometry a policy needs (Push-T's relation probes);
     coordinates make the geometry explicit, as image policies in robot learning do"""
+    keypoint_temperature: float = 1.0
+    """initial temperature of the keypoints' softmax (learned); lower starts them sharper"""
     keypoint_weight: float = 0.0
     """> 0 (with ``keypoints``): an MLP head reconstructs the frame's keypoints from the features, the targets
     with their gradient stopped, so the latent (and the prior that predicts it) must carry the coordinates, as
@@ -71,6 +73,8 @@ class RSSMConfig:
             raise ValueError(f"RSSM image size must be a power of two >= 8, got {self.image_size}")
         if self.keypoints < 0:
             raise ValueError(f"RSSM keypoints must be >= 0 (0: none), got {self.keypoints}")
+        if self.keypoint_temperature <= 0:
+            raise ValueError(f"RSSM keypoint_temperature must be > 0, got {self.keypoint_temperature}")
         if self.keypoint_weight < 0 or (self.keypoint_weight > 0 and not self.keypoints):
             raise ValueError(f"RSSM keypoint_weight {self.keypoint_weight} needs keypoints > 0 and a weight >= 0")
         if self.conv_norm not in _CONV_NORMS:
@@ -199,10 +203,10 @@ class SpatialSoftmax(nn.Module):
     """K keypoints of (B, C, H, W) maps: a 1x1 conv to K maps, a softmax over each map's pixels (learned
     temperature), and each map's expected (x, y) in [-1, 1]; returns (B, 2K)."""
 
-    def __init__(self, channels: int, k: int) -> None:
+    def __init__(self, channels: int, k: int, temperature: float = 1.0) -> None:
         super().__init__()
         self.proj = nn.Conv2d(channels, k, 1)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -227,7 +231,7 @@ class RSSM(nn.Module):
             enc += [nn.Conv2d(c_in, c, 4, 2, 1), _CONV_NORMS[cfg.conv_norm](c), nn.SiLU()]
             c_in = c
         self.encoder = nn.Sequential(*enc, nn.Flatten())
-        self.keypoint_net = SpatialSoftmax(chans[0], cfg.keypoints) if cfg.keypoints else None
+        self.keypoint_net = SpatialSoftmax(chans[0], cfg.keypoints, cfg.keypoint_temperature) if cfg.keypoints else None
         self._conv_dim = chans[-1] * 16
         self.embed_dim = self._conv_dim + 2 * cfg.keypoints
         z = cfg.stoch * cfg.classes
