@@ -4,7 +4,8 @@ per-seed difference in max coverage to the first policy listed (with its standar
 
 Coverage alone cannot tell a policy that never reaches the T from one that reaches it and pushes it the wrong
 way; ``reach_min_px`` (the smallest agent-to-T gap of an episode, edge to edge, averaged), ``reach_gain_px`` (how
-much closer than at the start) and ``contact_frac`` (the share of steps within 5 px) can.
+much closer than at the start) and ``contact_frac`` (the share of steps within 5 px) can. Writes every figure,
+each episode's max coverage included, to ``OUT/results.json``.
 
     python bench/policy_reach.py --policies random checkpoint:runs/pusht-cpu/policy/policy.safetensors \\
         sampled:runs/pusht-cpu/policy/policy.safetensors --episodes 50
@@ -13,6 +14,7 @@ much closer than at the start) and ``contact_frac`` (the share of steps within 5
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,8 @@ def main() -> None:
         diff = cov - first
         se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
         rows.append((spec, out, diff.mean(), se))
+    args.out.mkdir(parents=True, exist_ok=True)  # every figure, per-seed max coverages included
+    (args.out / "results.json").write_text(json.dumps({spec: o for spec, o, _, _ in rows}, indent=1))
     print(f"{args.episodes} held-out seeds; differences are to {args.policies[0]} on the same seeds\n")
     print(
         "| policy | success | mean max coverage | vs first | mean final coverage | reach_min_px | reach_gain_px "

@@ -303,7 +303,9 @@ def train_policy(
 
     if cfg.sapo.play_value_pretrain > 0 and cfg.sapo.play_values <= 0:
         raise ValueError("--sapo.play-value-pretrain needs play windows to learn from: pass --sapo.play-values N")
-    run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True, ignore=("iterations", "device", "eval_every", "compile"))
+    # what only evaluates, schedules or speeds up the run may change on resume
+    free = ("iterations", "device", "eval_every", "eval_episodes", "compile")
+    run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True, ignore=free)
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     if cfg.forward == "global":

@@ -61,8 +61,9 @@ class RSSMConfig:
     keypoint_weight: float = 0.0
     """> 0 (with ``keypoints``): an MLP head reconstructs the frame's keypoints from the features, the targets
     with their gradient stopped, so the latent (and the prior that predicts it) must carry the coordinates, as
-    DreamerV3 decodes vector observations next to the image; without it the posterior keeps them no better than
-    the flattened maps"""
+    DreamerV3 decodes vector observations next to the image. On Push-T the features then hold the keypoints, yet
+    a small head reads the agent-to-T relation from them no better than without (docs/pusht_policy_journal.md,
+    stop 29): the coordinates have to reach the heads explicitly"""
     filter_sample: bool = True
     """the filter (``observe_step``: the policy's latents, in training and when deployed) samples the posterior;
     False uses its class probabilities, a smoother latent (``train-policy --mean-posteriors``). Training the model
