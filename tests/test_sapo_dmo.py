@@ -490,6 +490,14 @@ def test_init_starts_a_run_from_another_runs_agent_once_and_sampler_steps_reach_
     again = tp.train_policy(b_cfg, local, 16, None, None, progress=False)["agent"].state_dict()
     for k, v in b.items():  # a resume continues its own checkpoint, not the warm start
         torch.testing.assert_close(again[k], v, rtol=0, atol=0)
+    # the other run's moments, this run's learning rates
+    from worldgrad.algos.dmo_sapo import Agent
+    from worldgrad.runtime.resume import warm_start
+
+    agent = Agent(16, 2, replace(sapo, actor_lr=0.123))
+    optims = agent.optimizers()
+    warm_start(tmp_path / "a", {"agent": agent}, optims)
+    assert optims["actor"].param_groups[0]["lr"] == 0.123 and len(optims["actor"].state) > 0
     with pytest.raises(FileNotFoundError, match="no checkpoint to start from"):
         tp.train_policy(replace(cfg, name="c", init=tmp_path / "b" / "tb"), local, 16, None, None, progress=False)
     with pytest.raises(ValueError, match="--sampler-steps -1"):

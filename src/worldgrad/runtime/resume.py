@@ -153,8 +153,9 @@ def warm_start(
 ) -> Path:
     """Loads the newest checkpoint of another run folder into the given objects, as a starting point.
 
-    Unlike :func:`resume_or_start` it keeps this run's step counter and random streams: the loaded run only
-    provides the weights and optimizer moments (e.g. a policy continued on a retrained world model).
+    Unlike :func:`resume_or_start` it keeps this run's step counter, random streams and optimizer
+    hyperparameters (learning rates): the loaded run only provides the weights and optimizer moments (e.g. a
+    policy continued on a retrained world model).
 
     Args:
         directory: the other run's folder (its ``checkpoints/`` is read).
@@ -174,5 +175,11 @@ def warm_start(
         raise FileNotFoundError(f"{directory} has no checkpoint to start from: pass a run folder whose "
                                 "checkpoints/ holds step_*.safetensors")  # fmt: skip
     path, state = found
+    # the moments come from the other run; the hyperparameters (learning rate, ...) stay this run's
+    own = {name: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]  # type: ignore[attr-defined]
+           for name, opt in optimizers.items() if hasattr(opt, "param_groups")}  # fmt: skip
     _load_into(path, state, modules, optimizers)
+    for name, groups in own.items():
+        for group, hyper in zip(optimizers[name].param_groups, groups, strict=True):  # type: ignore[attr-defined]
+            group.update(hyper)
     return path
