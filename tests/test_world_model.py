@@ -144,19 +144,28 @@ def _assert_within_a_level(a: np.ndarray, b: np.ndarray) -> None:
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
+def _rollout_inputs(envs: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random context frames (B, C, H, W, 3), context actions (B, C - 1, 2) and step actions (T, B, 2)."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (envs, MODEL.context, SIZE, SIZE, 3), dtype=np.uint8)
+    acts = rng.uniform(-1, 1, (envs, MODEL.context - 1, 2)).astype(np.float32)
+    return frames, acts, rng.uniform(-1, 1, (steps, envs, 2)).astype(np.float32)
+
+
+def _roll(engine: WorldModelRollout, frames: np.ndarray, acts: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Resets ``engine`` on the contexts and returns its frames (B, T, H, W, 3) under the step actions."""
+    engine.reset(frames, acts)
+    return np.stack([engine.step(a).numpy() for a in steps], axis=1)
+
+
 def test_batched_rollout_equals_single_env_rollouts():
     model = _nontrivial_denoiser()
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (3, MODEL.context, SIZE, SIZE, 3), dtype=np.uint8)
-    acts = rng.uniform(-1, 1, (3, MODEL.context - 1, 2)).astype(np.float32)
-    steps = rng.uniform(-1, 1, (5, 3, 2)).astype(np.float32)
+    frames, acts, steps = _rollout_inputs(3, 5)
     batched = WorldModelRollout(model, SamplerConfig(), 3, seeds=[11, 12, 13])
-    batched.reset(frames, acts)
-    out_b = np.stack([batched.step(a).numpy() for a in steps], axis=1)
+    out_b = _roll(batched, frames, acts, steps)
     for i, s in enumerate([11, 12, 13]):
         single = WorldModelRollout(model, SamplerConfig(), 1, seeds=[s])
-        single.reset(frames[i : i + 1], acts[i : i + 1])
-        out_s = np.stack([single.step(a[i : i + 1]).numpy() for a in steps], axis=1)
+        out_s = _roll(single, frames[i : i + 1], acts[i : i + 1], steps[:, i : i + 1])
         _assert_within_a_level(out_b[i], out_s[0])  # batched and single convolutions may round differently
     assert out_b.shape == (3, 5, SIZE, SIZE, 3) and out_b.dtype == np.uint8
     assert not np.array_equal(out_b[:, 0], out_b[:, 1])  # frames evolve
@@ -167,15 +176,9 @@ def test_batched_rollout_equals_single_env_rollouts():
 @pytest.mark.slow  # torch.compile takes about a minute on a CPU
 def test_compiled_rollout_equals_the_eager_one():
     model = _nontrivial_denoiser()
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (2, MODEL.context, SIZE, SIZE, 3), dtype=np.uint8)
-    acts = rng.uniform(-1, 1, (2, MODEL.context - 1, 2)).astype(np.float32)
-    steps = rng.uniform(-1, 1, (3, 2, 2)).astype(np.float32)
-    outs = []
-    for compiled in (False, True):
-        engine = WorldModelRollout(model, SamplerConfig(), 2, seeds=[5, 6], compile=compiled)
-        engine.reset(frames, acts)
-        outs.append(np.stack([engine.step(a).numpy() for a in steps], axis=1))
+    frames, acts, steps = _rollout_inputs(2, 3)
+    outs = [_roll(WorldModelRollout(model, SamplerConfig(), 2, seeds=[5, 6], compile=compiled), frames, acts, steps)
+            for compiled in (False, True)]  # fmt: skip
     _assert_within_a_level(*outs)  # fused kernels may round differently
 
 
