@@ -7,6 +7,9 @@ process (the model already built) runs the largest-batch rollout, sampled every 
 python bench/wm_throughput.py                                   # all presets, CPU or the GPU when present
 python bench/wm_throughput.py --presets cpu --batches 1 16 64 --compile
 python bench/wm_throughput.py --presets cpu --batches 16 --sampler-steps 2   # train-policy --sampler-steps 2
+python bench/wm_throughput.py --presets cpu --batches 16 --amp both            # bf16 against fp32, row by row
+
+The "bf16" column says whether bfloat16 autocast ran: on CUDA, and on CPUs with native bf16 (AVX512-BF16 / AMX).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from worldgrad.algos.train_wm import PRESETS, _InnerForward, sequence_loss
 from worldgrad.imagine.rollout import WorldModelRollout
 from worldgrad.models.diffusion import Denoiser
+from worldgrad.runtime.seeding import bf16_autocast, bf16_enabled
 
 
 def _sync(device: torch.device) -> None:
@@ -41,7 +45,7 @@ def time_train_step(model: Denoiser, batch: int, ar_steps: int, device: torch.de
     for i in range(reps + 2):
         _sync(device)
         t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with bf16_autocast(device, amp):
             loss, _ = sequence_loss(net, model, frames, actions)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -105,9 +109,9 @@ def gflop_per_frame(model: Denoiser, sampler, device: torch.device) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_rollout(model: Denoiser, sampler, batch: int, device: torch.device, steps: int) -> float:
+def time_rollout(model: Denoiser, sampler, batch: int, device: torch.device, steps: int, amp: bool = True) -> float:
     c, s = model.cfg.context, model.cfg.image_size
-    engine = WorldModelRollout(model, sampler, batch)
+    engine = WorldModelRollout(model, sampler, batch, amp=amp)
     frames = np.random.default_rng(0).integers(0, 256, (batch, c, s, s, 3), dtype=np.uint8)
     engine.reset(frames, np.zeros((batch, c - 1, model.cfg.action_dim), np.float32))
     act = torch.zeros(batch, model.cfg.action_dim, device=device)
@@ -130,6 +134,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser for the rollout")
     p.add_argument("--sampler-steps", type=int, default=0, help="denoising steps per imagined frame (0: the preset's)")
+    p.add_argument(
+        "--amp",
+        choices=("auto", "off", "both"),
+        default="auto",
+        help="auto: bf16 where the preset asks and the device has it; off: fp32; both: a row each",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,30 +149,33 @@ def main() -> None:
     cols = " | ".join(f"imagined frames/s B={b}" for b in args.batches)
     big = max(args.batches)
     print(
-        f"| preset | sampler steps | params | GFLOP/frame | train step (batch {args.train_batch}) | samples/s | {cols} "
-        f"| peak memory B={big} |"
+        f"| preset | bf16 | sampler steps | params | GFLOP/frame | train step (batch {args.train_batch}) | samples/s "
+        f"| {cols} | peak memory B={big} |"
     )
-    print("|---" * (7 + len(args.batches)) + "|")
-    for preset in args.presets:
+    print("|---" * (8 + len(args.batches)) + "|")
+    runs = [(p, a) for p in args.presets for a in ((True, False) if args.amp == "both" else (args.amp == "auto",))]
+    for preset, use_amp in runs:
         cfg = PRESETS[preset]
         if args.sampler_steps > 0:
             cfg = replace(cfg, sampler=replace(cfg.sampler, steps=args.sampler_steps))
         torch.manual_seed(0)
         model = Denoiser(cfg.model).to(device, memory_format=torch.channels_last)  # as train-wm does
         n = sum(p.numel() for p in model.parameters())
-        step = time_train_step(model, args.train_batch, cfg.autoregressive_steps, device, cfg.amp, args.reps)
+        amp = use_amp and cfg.amp
+        bf16 = bf16_enabled(device, amp)
+        step = time_train_step(model, args.train_batch, cfg.autoregressive_steps, device, amp, args.reps)
         model.eval()
         gflop = gflop_per_frame(model, cfg.sampler, device)
         if args.compile:
             model.inner = torch.compile(model.inner)  # type: ignore[method-assign]
-        fps = [time_rollout(model, cfg.sampler, b, device, steps=max(2, 64 // b)) for b in args.batches]
+        fps = [time_rollout(model, cfg.sampler, b, device, steps=max(2, 64 // b), amp=amp) for b in args.batches]
         mem = peak_memory(preset, big, device, model)
         cells = " | ".join(f"{f:.1f}" for f in fps)
         per_s = args.train_batch * (1 + cfg.autoregressive_steps) / step
         mem_s = "n/a" if mem is None else f"{mem:.0f} MiB"
         print(
-            f"| {preset} | {cfg.sampler.steps} | {n / 1e6:.2f}M | {gflop:.3f} | {step:.3f} s | {per_s:.0f} | {cells} "
-            f"| {mem_s} |"
+            f"| {preset} | {'yes' if bf16 else 'no'} | {cfg.sampler.steps} | {n / 1e6:.2f}M | {gflop:.3f} "
+            f"| {step:.3f} s | {per_s:.0f} | {cells} | {mem_s} |"
         )
 
 

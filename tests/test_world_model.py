@@ -29,6 +29,7 @@ from worldgrad.models.diffusion import (
     sample_next,
 )
 from worldgrad.models.image import to_model
+from worldgrad.runtime import seeding
 from worldgrad.runtime.checkpoint import load_checkpoint
 
 SIZE = 16
@@ -171,6 +172,21 @@ def test_batched_rollout_equals_single_env_rollouts():
     assert not np.array_equal(out_b[:, 0], out_b[:, 1])  # frames evolve
     with pytest.raises(ValueError, match="step needs actions"):
         batched.step(np.zeros((2, 2), np.float32))
+
+
+def test_bf16_rollout_runs_where_asked_and_the_cpu_has_it_and_stays_near_fp32(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(seeding, "cpu_has_native_bf16", lambda: False)
+    assert not seeding.bf16_enabled(cpu)  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(seeding, "cpu_has_native_bf16", lambda: True)
+    assert seeding.bf16_enabled(cpu) and not seeding.bf16_enabled(cpu, wanted=False)
+    model = _nontrivial_denoiser()
+    frames, acts, steps = _rollout_inputs(2, 3)
+    fp32, bf16 = (_roll(WorldModelRollout(model, SamplerConfig(), 2, seeds=[5, 6], amp=amp), frames, acts, steps)
+                  for amp in (False, True))  # fmt: skip
+    diff = np.abs(fp32.astype(int) - bf16.astype(int))
+    assert bf16.dtype == np.uint8 and diff.max() > 0  # bf16 did run: some level moved
+    assert diff.mean() < 2.0  # and the frames stay those of the fp32 model
 
 
 @pytest.mark.slow  # torch.compile takes about a minute on a CPU

@@ -30,7 +30,7 @@ from worldgrad.runtime.checkpoint import load_checkpoint, save_checkpoint
 from worldgrad.runtime.metrics import MetricsLogger
 from worldgrad.runtime.resume import resume_or_start, save_training_state
 from worldgrad.runtime.run import RunDir, config_from_dict, config_to_dict
-from worldgrad.runtime.seeding import pick_device, seed_everything
+from worldgrad.runtime.seeding import bf16_autocast, pick_device, seed_everything
 
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0)
 """fixed noise levels of the validation loss (comparable across runs, unlike the random training levels)"""
@@ -73,7 +73,7 @@ class TrainWMConfig:
     device: str = "auto"
     """auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)"""
     amp: bool = True
-    """bfloat16 autocast on CUDA (ignored on the CPU)"""
+    """bfloat16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX; fp32 on other CPUs)"""
     compile: bool = False
     """torch.compile the denoiser (faster steps after a compile pause; most useful on GPUs)"""
     threads: int = 0
@@ -246,7 +246,7 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
     logger = MetricsLogger(run.path) if rank == 0 else None
     if logger is not None:
         logger.truncate_after(start)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    autocast = bf16_autocast(device, cfg.amp)
     metrics: dict[str, float] = {}
     t0, seen = time.perf_counter(), 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-wm",

@@ -42,6 +42,8 @@ class EvalWMConfig:
     """rollouts stepped together"""
     sampler_steps: int = 0
     """denoising steps (0: the model's own setting)"""
+    amp: bool = True
+    """bfloat16 rollouts on CUDA and on CPUs with native bf16, as train-policy runs them (--no-amp: fp32)"""
     strip_rollouts: int = 3
     """rollouts shown in the strip (real over predicted, every strip_every steps)"""
     strip_every: int = 5
@@ -126,7 +128,7 @@ def evaluate_wm(cfg: EvalWMConfig, progress: bool = True) -> dict[str, Any]:
         chunk = points[i : i + cfg.batch_size]
         frames = np.stack([store.episode(k).frames[s : s + c + cfg.horizon] for k, s in chunk])
         actions = np.stack([store.episode(k).actions[s : s + c + cfg.horizon] for k, s in chunk]).astype(np.float32)
-        engine = WorldModelRollout(denoiser, sampler, len(chunk), seed=cfg.seed * 100_003 + i)
+        engine = WorldModelRollout(denoiser, sampler, len(chunk), seed=cfg.seed * 100_003 + i, amp=cfg.amp)
         preds.append(rollout_open_loop(engine, frames, actions, c, cfg.horizon))
         reals.append(frames[:, c:])
         lasts.append(frames[:, c - 1])
@@ -135,7 +137,7 @@ def evaluate_wm(cfg: EvalWMConfig, progress: bool = True) -> dict[str, Any]:
     base = fidelity_table(real, copy_last_baseline(last, cfg.horizon), cfg.horizons)
     cfg.out.mkdir(parents=True, exist_ok=True)
     result = {"model": model, "copy_last": base, "rollouts": len(points), "horizon": cfg.horizon,
-              "sampler_steps": sampler.steps, "wm": str(cfg.wm), "store": str(cfg.store)}  # fmt: skip
+              "sampler_steps": sampler.steps, "amp": cfg.amp, "wm": str(cfg.wm), "store": str(cfg.store)}  # fmt: skip
     save_json_atomic(cfg.out / "fidelity.json", json.loads(json.dumps(result, default=float)))
     table = format_fidelity(model, base)
     (cfg.out / "fidelity.md").write_text(

@@ -10,7 +10,6 @@ an environment's future does not depend on which others share its batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore
 from worldgrad.models.diffusion import Denoiser, SamplerConfig, sample_next
 from worldgrad.models.image import to_model
+from worldgrad.runtime.seeding import bf16_autocast
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,8 @@ class WorldModelRollout:
         num_envs: B.
         seeds: one noise seed per environment (default ``seed + i``).
         seed: base seed when ``seeds`` is not given.
-        amp: on CUDA, run the network in bfloat16 (frames stay 8-bit quantized, so the output format is unchanged).
+        amp: run the network in bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX: about 2x the
+            frames/s of fp32); the frames stay 8-bit quantized, so the output format is unchanged.
         compile: ``torch.compile`` the network (a pause of about a minute on a CPU, then ~35 % more frames/s
             there; CUDA graphs on a GPU). Worth it for long runs such as policy training.
     The model is switched to channels-last memory format in place (~14 % more frames/s on a CPU).
@@ -70,9 +71,7 @@ class WorldModelRollout:
         self.actions = torch.zeros(num_envs, c - 1, self.cfg.action_dim, device=self.device)
         """(B, context - 1, A): the actions between the context frames"""
         self.steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-        self._autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if amp and self.device.type == "cuda" else nullcontext()
-        )
+        self._autocast = bf16_autocast(self.device, amp)
 
     def reset(
         self,

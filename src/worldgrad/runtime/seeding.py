@@ -65,3 +65,27 @@ def pick_device(name: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo.
+
+    Elsewhere oneDNN emulates bf16 and autocast would slow the CPU down, so it stays off there.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_enabled(device: torch.device, wanted: bool = True) -> bool:
+    """Whether :func:`bf16_autocast` runs bfloat16 on ``device``: asked for, and CUDA or a CPU with native bf16."""
+    return wanted and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+
+
+def bf16_autocast(device: torch.device, wanted: bool = True) -> torch.autocast:
+    """bfloat16 autocast on CUDA, and on CPUs with native bf16 (about 2x faster world-model steps on AVX512-BF16)."""
+    kind = device.type if device.type in ("cuda", "cpu") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16_enabled(device, wanted))
