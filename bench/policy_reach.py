@@ -9,6 +9,13 @@ each episode's max coverage included, to ``OUT/results.json``.
 
     python bench/policy_reach.py --policies random checkpoint:runs/pusht-cpu/policy/policy.safetensors \\
         sampled:runs/pusht-cpu/policy/policy.safetensors --episodes 50
+
+Policies can run in parallel processes (one core each) and still be paired: run the baseline alone, then give its
+``results.json`` to the others with ``--against``; their differences are then to its first policy.
+
+    python bench/policy_reach.py --policies random --episodes 1000 --out runs/reach-random &
+    python bench/policy_reach.py --policies checkpoint:P --episodes 1000 --out runs/reach-p \\
+        --against runs/reach-random/results.json   # read at the end: the baseline must have finished by then
 """
 
 from __future__ import annotations
@@ -30,19 +37,32 @@ def main() -> None:
     p.add_argument("--policies", nargs="+", default=["random"], help="as `worldgrad eval --policies`")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--out", type=Path, default=Path("runs/policy-reach"))
+    p.add_argument("--against", type=Path, help="results.json of an earlier run on as many seeds: pair with its first")
     args = p.parse_args()
-    rows, first = [], None
+
+    def against() -> tuple[str, np.ndarray]:
+        spec, out = next(iter(json.loads(args.against.read_text()).items()))
+        if len(out["max_coverages"]) != args.episodes:
+            p.error(f"--against {args.against} has {len(out['max_coverages'])} episodes, not {args.episodes}")
+        return spec, np.asarray(out["max_coverages"])
+
+    if args.against is not None and args.against.exists():
+        against()  # a mismatch is an error before the evaluation, not after it
+    outs = []
     for i, spec in enumerate(args.policies):
         cfg = EvalConfig(episodes=args.episodes, videos=0, out=args.out / f"p{i}", pusht=PushTConfig())
-        out = evaluate_with_reach(lambda env, spec=spec: make_policy(spec, env), cfg)
-        cov = np.asarray(out["max_coverages"])
-        first = cov if first is None else first
-        diff = cov - first
+        outs.append((spec, evaluate_with_reach(lambda env, spec=spec: make_policy(spec, env), cfg)))
+    base, first = outs[0][0], np.asarray(outs[0][1]["max_coverages"])
+    if args.against is not None:  # read (again) now, so the baseline may have run beside this one
+        base, first = against()
+    rows = []
+    for spec, out in outs:
+        diff = np.asarray(out["max_coverages"]) - first
         se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
         rows.append((spec, out, diff.mean(), se))
     args.out.mkdir(parents=True, exist_ok=True)  # every figure, per-seed max coverages included
     (args.out / "results.json").write_text(json.dumps({spec: o for spec, o, _, _ in rows}, indent=1))
-    print(f"{args.episodes} held-out seeds; differences are to {args.policies[0]} on the same seeds\n")
+    print(f"{args.episodes} held-out seeds; differences are to {base} on the same seeds\n")
     print(
         "| policy | success | mean max coverage | vs first | mean final coverage | reach_min_px | reach_gain_px "
         "| contact |"

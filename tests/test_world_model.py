@@ -193,9 +193,13 @@ def test_bf16_rollout_runs_where_asked_and_the_cpu_has_it_and_stays_near_fp32(mo
 def test_compiled_rollout_equals_the_eager_one():
     model = _nontrivial_denoiser()
     frames, acts, steps = _rollout_inputs(2, 3)
-    outs = [_roll(WorldModelRollout(model, SamplerConfig(), 2, seeds=[5, 6], compile=compiled), frames, acts, steps)
-            for compiled in (False, True)]  # fmt: skip
-    _assert_within_a_level(*outs)  # fused kernels may round differently
+    for amp in (False, True):
+        outs = [_roll(WorldModelRollout(model, SamplerConfig(), 2, seeds=[5, 6], amp=amp, compile=compiled),
+                      frames, acts, steps) for compiled in (False, True)]  # fmt: skip
+        if amp:  # bf16 (where the CPU has it): fused kernels round bf16 differently, frames stay close
+            assert np.abs(outs[0].astype(int) - outs[1].astype(int)).mean() < 2.0
+        else:
+            _assert_within_a_level(*outs)  # fused kernels may round differently
 
 
 def test_rollout_context_shifts_and_partial_reset():
