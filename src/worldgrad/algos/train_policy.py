@@ -105,8 +105,8 @@ class TrainPolicyConfig:
     """``torch.compile`` the world model's network for the rollouts: a pause of about a minute at the start, then
     faster windows (the rollouts are most of a window's time on a CPU)"""
     amp: bool = True
-    """bfloat16 world-model rollouts on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX): about half the
-    rollout time there; the frames stay 8-bit quantized"""
+    """bfloat16 world-model rollouts on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX): about 1.6x the
+    frames/s there; the frames stay 8-bit quantized"""
     sampler_steps: int = 0
     """denoising steps per generated frame (0: the world model's own setting); 2 instead of the ``cpu`` world
     model's 3 keeps its open-loop fidelity (``eval-wm --sampler-steps``) at two thirds of the rollout time"""

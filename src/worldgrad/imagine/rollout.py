@@ -36,7 +36,7 @@ class WorldModelRollout:
         num_envs: B.
         seeds: one noise seed per environment (default ``seed + i``).
         seed: base seed when ``seeds`` is not given.
-        amp: run the network in bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX: about 2x the
+        amp: run the network in bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX: about 1.6x the
             frames/s of fp32); the frames stay 8-bit quantized, so the output format is unchanged.
         compile: ``torch.compile`` the network (a pause of about a minute on a CPU, then ~35 % more frames/s
             there; CUDA graphs on a GPU). Worth it for long runs such as policy training.
