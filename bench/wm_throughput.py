@@ -153,7 +153,8 @@ def main() -> None:
         f"| {cols} | peak memory B={big} |"
     )
     print("|---" * (8 + len(args.batches)) + "|")
-    runs = [(p, a) for p in args.presets for a in ((True, False) if args.amp == "both" else (args.amp == "auto",))]
+    precisions = (True, False) if args.amp == "both" else (args.amp == "auto",)
+    runs = [(preset, wanted) for preset in args.presets for wanted in precisions]
     for preset, use_amp in runs:
         cfg = PRESETS[preset]
         if args.sampler_steps > 0:

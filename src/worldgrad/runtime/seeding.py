@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 
@@ -67,6 +68,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+@functools.cache  # read once: every rollout engine asks
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo.
 
