@@ -196,6 +196,25 @@ def test_train_label_idempotent_and_crash_safe(store_path, tmp_path, monkeypatch
         assert np.allclose(ep.label("rtest"), 2.0 * term + 3.0 * reward_labels.motion_labels(frames, 4))
     with pytest.raises(ValueError, match="--motion-weight"):
         reward_labels.LabelRewardConfig(motion_weight=-1.0)
+    # toward the goal: the motion term takes the sign of the stored reward label's change into the frame
+    label_store(replace(cfg, name="rsrc"), progress=False)  # the reward label it reads: as ``first``
+    toward = replace(pushes, motion_toward_goal=True, motion_label="rsrc")
+    assert label_store(toward, progress=False) == {"written": 4, "skipped": 0}
+    signs = []
+    for ep in EpisodeStore.open(store_path):
+        frames = np.asarray(ep.frames)
+        term = reward_labels.contact_labels(frames, 8, min_pixels=4, past=True)
+        moved = reward_labels.motion_labels(frames, 4)
+        sign = np.sign(np.diff(first[ep.key], prepend=first[ep.key][:1]))
+        assert np.allclose(ep.label("rtest"), 2.0 * term + 3.0 * moved * sign)
+        signs.append(sign[moved > 0])
+    assert {-1.0, 1.0} <= set(np.concatenate(signs).tolist())  # pushes both ways in the fixture
+    assert label_store(toward, progress=False) == {"written": 0, "skipped": 4}
+    relabelled = replace(cfg, name="rsrc", start_offset=cfg.start_offset + 1)  # a new reward label ...
+    label_store(relabelled, progress=False)
+    assert label_store(toward, progress=False) == {"written": 4, "skipped": 0}  # ... relabels the signed term
+    with pytest.raises(ValueError, match="--motion-weight W > 0"):
+        reward_labels.LabelRewardConfig(motion_toward_goal=True)
 
 
 def test_lookahead_labels_on_hand_computed_values():

@@ -754,3 +754,28 @@ def test_motion_reward_pays_where_consecutive_forward_frames_show_the_object_mov
                              frames[:, 1:].reshape(b * t, *frames.shape[2:]).numpy()).reshape(b, t)  # fmt: skip
     assert (changed >= 1).any()
     torch.testing.assert_close(seen["motion"][1], plain + 2.0 * torch.as_tensor(changed >= 1, dtype=torch.float32))
+
+
+def test_motion_toward_goal_signs_the_motion_term_by_the_rewards_change():
+    from worldgrad.algos.train_policy import MotionReward, TrainPolicyConfig
+
+    still = torch.zeros(3, 16, 16, 3, dtype=torch.uint8)
+    moved = still.clone()
+    moved[:2, :10, :5] = 200  # envs 0 and 1: the object moved; env 2: nothing changed
+
+    # the reward reads the frame: env 0's push raises it, env 1's lowers it, env 2 stands still
+    def reward(f: torch.Tensor) -> torch.Tensor:
+        lit = (f.float().mean((1, 2, 3)) > 0).float()
+        return torch.tensor([0.5, 0.5, 0.5]) + lit * torch.tensor([1.0, -1.0, 0.0])
+
+    motion = MotionReward(reward, weight=2.0, pixels=40, toward_goal=True)
+    motion.start(still)
+    torch.testing.assert_close(motion(moved), torch.tensor([1.5 + 2.0, -0.5 - 2.0, 0.5]))
+    torch.testing.assert_close(motion(moved), torch.tensor([1.5, -0.5, 0.5]))  # no motion: no term
+    back = still.clone()
+    torch.testing.assert_close(motion(back), torch.tensor([0.5 - 2.0, 0.5 + 2.0, 0.5]))  # moved back: signs flip
+    flat = MotionReward(reward, weight=2.0, pixels=40)
+    flat.start(still)
+    torch.testing.assert_close(flat(moved), torch.tensor([1.5 + 2.0, -0.5 + 2.0, 0.5]))  # any push pays
+    with pytest.raises(ValueError, match="--motion-reward W > 0"):
+        TrainPolicyConfig(motion_toward_goal=True)

@@ -64,6 +64,9 @@ class HeadConfig:
     contact_gamma: float = 0.9
     motion_weight: float = 1.0
     """added where the object moved into the frame: a head that pays for the push, not only for the approach"""
+    motion_toward_goal: bool = False
+    """the motion term takes the sign of the ranking reward's change over the frame (``label-reward
+    --motion-toward-goal``): the head pays for pushes toward the goal and charges for pushes away"""
     steps: int = 3000
     """refit steps"""
     windows: int = 1200
@@ -137,9 +140,12 @@ PRESETS: dict[str, PipelineConfig] = {
         # head parked the agent (0.032 mean max coverage against random's 0.053).
         # sampler_steps 2: the world model's open-loop fidelity as with its 3 steps, in two thirds of the time.
         # 50 evaluation episodes: 20 were too few to follow a run by (stop 29), and cost little beside the windows.
-        head=HeadConfig(contact=32),
+        # Motion toward the goal (stop 31): the head's and the values' motion terms take the sign of the ranking
+        # reward's change, since a flat term paid for any push and the policies pushed the T away.
+        head=HeadConfig(contact=32, motion_toward_goal=True),
         policy=replace(TrainPolicyConfig(), iterations=2000, eval_every=250, eval_episodes=50, num_envs=16,
-                       finetune_every=0, mean_posteriors=True, motion_reward=3.0, compile=True, sampler_steps=2,
+                       finetune_every=0, mean_posteriors=True, motion_reward=3.0, motion_toward_goal=True,
+                       compile=True, sampler_steps=2,
                        sapo=replace(SAPOConfig(), action_scale=0.5, gamma=0.9, target_entropy_scale=-0.25)),
     ),
     # Sized like the paper (4 h of play at 5 Hz), for a GPU.
@@ -280,9 +286,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         hcfg = LabelRewardConfig(store=data / "play", name="head_label", contact=cfg.head.contact,
                                  contact_gamma=cfg.head.contact_gamma, contact_past=True, contact_only=True,
                                  motion_weight=cfg.head.motion_weight,
+                                 motion_toward_goal=cfg.head.motion_toward_goal,
                                  contact_pixels=cfg.policy.motion_pixels)  # fmt: skip
         results["head_labels"] = _stage(run, "label_head", hcfg, lambda: label_store(hcfg),
-                                        "contact + motion label of every play frame")  # fmt: skip
+                                        "contact + motion label of every play frame",
+                                        after=results["labels"] if cfg.head.motion_toward_goal else None)  # fmt: skip
         rhcfg = RefitHeadConfig(local=local_path, store=data / "play", label="head_label",
                                 out=run.path / "local" / "local_head.safetensors", steps=cfg.head.steps,
                                 windows=cfg.head.windows, mean_posteriors=cfg.policy.mean_posteriors)  # fmt: skip
@@ -447,7 +455,9 @@ def _head_lines(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
     corr = results["head"]["val"]["corr"]
     return [
         f"The actor followed a local reward head refit on a shaping label (contact horizon {cfg.head.contact}, "
-        f"+ {cfg.head.motion_weight} where the T moved; {cfg.head.steps} steps): validation correlation with the "
+        f"{'+/-' if cfg.head.motion_toward_goal else '+'} {cfg.head.motion_weight} where the T moved"
+        f"{' as the ranking reward rose / fell' if cfg.head.motion_toward_goal else ''}; {cfg.head.steps} steps): "
+        "validation correlation with the "
         f"label {corr:.3f}.",
         "",
     ]

@@ -93,6 +93,9 @@ class TrainPolicyConfig:
     motion_pixels: int = 40
     """changed pixels between consecutive frames that count as the object moving (``label-reward
     --contact-pixels``)"""
+    motion_toward_goal: bool = False
+    """the motion term takes the sign of the global reward's change over the frame: it pays for pushes that raise
+    the reward and charges for pushes that lower it, instead of paying for any push"""
     mean_posteriors: bool = False
     """the local model filters the forward frames with its posteriors' class probabilities instead of samples
     (``RSSMConfig.filter_sample``): smoother latents for the actor, in training and in the exported policy"""
@@ -123,6 +126,8 @@ class TrainPolicyConfig:
         if self.motion_reward < 0 or self.motion_pixels < 1:
             raise ValueError(f"motion reward {self.motion_reward} / pixels {self.motion_pixels}: pass "
                              "--motion-reward >= 0 and --motion-pixels >= 1")  # fmt: skip
+        if self.motion_toward_goal and self.motion_reward <= 0:
+            raise ValueError("--motion-toward-goal signs the motion term: pass --motion-reward W > 0 with it")
         if self.motion_reward > 0 and self.forward == "local":
             raise ValueError("--motion-reward reads the world model's frames, which --forward local does not "
                              "generate: drop one of the two")  # fmt: skip
@@ -144,16 +149,24 @@ def _assign(state: tuple[torch.Tensor, ...], ids: torch.Tensor, part: tuple[torc
 class MotionReward:
     """The global reward plus ``weight`` where the object moved between consecutive forward frames.
 
+    With ``toward_goal`` the term takes the sign of the global reward's change over that frame: +weight for a
+    push that raised the reward, -weight for one that lowered it, so the values pay for pushing the object toward
+    the goal and charge for pushing it away (a flat term pays for any push, and the policies pushed the T away).
+
     Stateful because a step's motion needs the frame before it: :meth:`start` is given each window's first frame
     (environments may have restarted in between), then every call scores the next frame against the last one.
     """
 
-    def __init__(self, reward_fn: Callable[[torch.Tensor], torch.Tensor], weight: float, pixels: int) -> None:
-        self.reward_fn, self.weight, self.pixels = reward_fn, weight, pixels
+    def __init__(
+        self, reward_fn: Callable[[torch.Tensor], torch.Tensor], weight: float, pixels: int, toward_goal: bool = False
+    ) -> None:
+        self.reward_fn, self.weight, self.pixels, self.toward_goal = reward_fn, weight, pixels, toward_goal
         self.prev: torch.Tensor | None = None
+        self.prev_reward: torch.Tensor | None = None
 
     def start(self, frame: torch.Tensor) -> None:
         self.prev = frame
+        self.prev_reward = self.reward_fn(frame).float() if self.toward_goal else None
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         if self.prev is None:
@@ -161,7 +174,12 @@ class MotionReward:
         changed = changed_pixels(self.prev.cpu().numpy(), frames.cpu().numpy())
         self.prev = frames
         moved = torch.as_tensor(changed >= self.pixels, dtype=torch.float32, device=frames.device)
-        return self.reward_fn(frames).float() + self.weight * moved
+        r = self.reward_fn(frames).float()
+        if self.toward_goal:
+            assert self.prev_reward is not None
+            moved = moved * torch.sign(r - self.prev_reward)
+            self.prev_reward = r
+        return r + self.weight * moved
 
 
 class ImaginedEnvs:
@@ -344,7 +362,7 @@ def train_policy(
         )
         step_world, reward_fn = engine.step, (lambda f: reward(f, envs.start))
         if cfg.motion_reward > 0:
-            reward_fn = motion = MotionReward(reward_fn, cfg.motion_reward, cfg.motion_pixels)
+            reward_fn = motion = MotionReward(reward_fn, cfg.motion_reward, cfg.motion_pixels, cfg.motion_toward_goal)
     else:  # imagine_window's No Diffusion path: no frames stepped, rewards from the local head
         engine = ImageStarts(StartConfig(local.cfg.image_size, context, action_dim), cfg.num_envs, device)
         step_world = reward_fn = None
