@@ -63,3 +63,8 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert policy_cfg["local"].endswith("local_head.safetensors") and policy_cfg["finetune_reward"] is False
     report = (run / "report.md").read_text()
     assert "refit on a shaping label" in report and "as the ranking reward rose / fell" in report
+    # a label stage that reruns and rewrites nothing (e.g. its config gained a field) leaves the stages after it alone
+    (run / "stages" / "label_head.json").unlink()
+    run_pipeline(replace(cfg, head=HeadConfig(contact=8, steps=4, windows=4, motion_toward_goal=True)))
+    out = capsys.readouterr().out
+    assert "label_head: contact" in out and "refit_head: done earlier" in out and "train_policy: done earlier" in out

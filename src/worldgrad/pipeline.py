@@ -209,6 +209,13 @@ def _eval_policy(path: Path, cfg: EvalConfig) -> dict[str, float]:
     return dict(summary)
 
 
+def _label(cfg: LabelRewardConfig) -> dict[str, int]:
+    """A label stage's result: the labelled episodes. Not how many were rewritten, which depends on what an earlier
+    run left: a rerun that rewrites nothing would otherwise make every stage after it rerun too."""
+    counts = label_store(cfg)
+    return {"episodes": counts["written"] + counts["skipped"]}
+
+
 def _strip_table(result: dict[str, Any]) -> dict[str, Any]:
     result = dict(result)
     result.pop("table", None)
@@ -252,7 +259,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     reward_path = run.path / "reward" / "reward.safetensors"
     lcfg = LabelRewardConfig(reward=reward_path, store=data / "play")
     results["labels"] = _stage(
-        run, "label_reward", lcfg, lambda: label_store(lcfg), "reward of every play frame", after=results["reward"]
+        run, "label_reward", lcfg, lambda: _label(lcfg), "reward of every play frame", after=results["reward"]
     )
     vcfg = EvalRewardConfig(reward=reward_path, store=data / "heldout", out=run.path / "reward" / "eval")
     results["reward_eval"] = _stage(
@@ -287,9 +294,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                                  motion_weight=cfg.head.motion_weight,
                                  motion_toward_goal=cfg.head.motion_toward_goal,
                                  contact_pixels=cfg.policy.motion_pixels)  # fmt: skip
-        results["head_labels"] = _stage(run, "label_head", hcfg, lambda: label_store(hcfg),
+        results["head_labels"] = _stage(run, "label_head", hcfg, lambda: _label(hcfg),
                                         "contact + motion label of every play frame",
-                                        after=results["labels"] if cfg.head.motion_toward_goal else None)  # fmt: skip
+                                        after=results["reward"] if cfg.head.motion_toward_goal else None)  # fmt: skip
         rhcfg = RefitHeadConfig(local=local_path, store=data / "play", label="head_label",
                                 out=run.path / "local" / "local_head.safetensors", steps=cfg.head.steps,
                                 windows=cfg.head.windows, mean_posteriors=cfg.policy.mean_posteriors)  # fmt: skip
@@ -339,11 +346,12 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def _reward_section(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
     val, ev = results["reward"]["val"], results["reward_eval"]
+    labelled = results["labels"].get("episodes", results["labels"].get("written"))  # "written": older run folders
     lines = [
         "## Reward model",
         "",
         f"Trained {cfg.reward.steps} steps on the play frames (no actions, no labels); validation pairwise ranking "
-        f"accuracy {val['accuracy']:.3f}. Labels written to {results['labels']['written']} play episodes.",
+        f"accuracy {val['accuracy']:.3f}. Play episodes labelled: {labelled}.",
         "",
     ]
     if "note" in ev:
