@@ -460,12 +460,11 @@ def _head_lines(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
     if "head" not in results:
         return []
     corr = results["head"]["val"]["corr"]
+    sign, when = ("+/-", " as the ranking reward rose / fell") if cfg.head.motion_toward_goal else ("+", "")
     return [
         f"The actor followed a local reward head refit on a shaping label (contact horizon {cfg.head.contact}, "
-        f"{'+/-' if cfg.head.motion_toward_goal else '+'} {cfg.head.motion_weight} where the T moved"
-        f"{' as the ranking reward rose / fell' if cfg.head.motion_toward_goal else ''}; {cfg.head.steps} steps): "
-        "validation correlation with the "
-        f"label {corr:.3f}.",
+        f"{sign} {cfg.head.motion_weight} where the T moved{when}; {cfg.head.steps} steps): validation correlation "
+        f"with the label {corr:.3f}.",
         "",
     ]
 
