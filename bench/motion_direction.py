@@ -1,7 +1,7 @@
 """Does the learned reward tell a push toward the goal from a push away? Read on a labelled play store.
 
-``train-policy --motion-reward W`` pays W for every frame in which the object moved; ``--motion-toward-goal``
-pays it only where the global reward rose over that frame (and charges it where it fell). This checks, on the
+``train-policy --motion-reward W`` pays W for every frame in which the object moved; ``--motion-goal-reward W``
+pays W where the global reward rose over such a frame and charges W where it fell. This checks, on the
 recorded pushes, how often the sign of the reward's change agrees with the truth: the change of the T's distance
 to the goal pose, read from the store's simulator record (kept for evaluation only; training never reads it).
 

@@ -55,7 +55,9 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert "train_reward: 6 steps" in out and "label_reward: reward of every play frame" in out
     assert "eval_reward: vs true coverage" in out and out.count("done earlier, reused") == 5
     # a shaping label for the local reward head: labelled, refit, and the policy (only) trains again with it
-    run_pipeline(replace(cfg, head=HeadConfig(contact=8, steps=4, windows=4, motion_toward_goal=True)))
+    shaped = replace(cfg, head=HeadConfig(contact=8, steps=4, windows=4, motion_toward_goal=True),
+                     policy=replace(cfg.policy, motion_reward=1.0, motion_goal_reward=0.5))  # fmt: skip
+    run_pipeline(shaped)
     out = capsys.readouterr().out
     assert "label_head: contact" in out and "refit_head: local reward head" in out and "train_policy: DMO" in out
     assert "train_local: " in out and "train_local: 2 steps" not in out  # the RSSM itself is reused
@@ -63,8 +65,9 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert policy_cfg["local"].endswith("local_head.safetensors") and policy_cfg["finetune_reward"] is False
     report = (run / "report.md").read_text()
     assert "refit on a shaping label" in report and "as the ranking reward rose / fell" in report
+    assert "+ 1.0 for any push, +/- 0.5 as the ranking reward rose / fell" in report
     # a label stage that reruns and rewrites nothing (e.g. its config gained a field) leaves the stages after it alone
     (run / "stages" / "label_head.json").unlink()
-    run_pipeline(replace(cfg, head=HeadConfig(contact=8, steps=4, windows=4, motion_toward_goal=True)))
+    run_pipeline(shaped)
     out = capsys.readouterr().out
     assert "label_head: contact" in out and "refit_head: done earlier" in out and "train_policy: done earlier" in out

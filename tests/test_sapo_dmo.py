@@ -756,7 +756,7 @@ def test_motion_reward_pays_where_consecutive_forward_frames_show_the_object_mov
     torch.testing.assert_close(seen["motion"][1], plain + 2.0 * torch.as_tensor(changed >= 1, dtype=torch.float32))
 
 
-def test_motion_toward_goal_signs_the_motion_term_by_the_rewards_change():
+def test_motion_goal_reward_signs_its_term_by_the_rewards_change():
     from worldgrad.algos.train_policy import MotionReward, TrainPolicyConfig
 
     still = torch.zeros(3, 16, 16, 3, dtype=torch.uint8)
@@ -768,7 +768,7 @@ def test_motion_toward_goal_signs_the_motion_term_by_the_rewards_change():
         lit = (f.float().mean((1, 2, 3)) > 0).float()
         return torch.tensor([0.5, 0.5, 0.5]) + lit * torch.tensor([1.0, -1.0, 0.0])
 
-    motion = MotionReward(reward, weight=2.0, pixels=40, toward_goal=True)
+    motion = MotionReward(reward, weight=0.0, pixels=40, goal_weight=2.0)
     motion.start(still)
     torch.testing.assert_close(motion(moved), torch.tensor([1.5 + 2.0, -0.5 - 2.0, 0.5]))
     torch.testing.assert_close(motion(moved), torch.tensor([1.5, -0.5, 0.5]))  # no motion: no term
@@ -777,5 +777,10 @@ def test_motion_toward_goal_signs_the_motion_term_by_the_rewards_change():
     flat = MotionReward(reward, weight=2.0, pixels=40)
     flat.start(still)
     torch.testing.assert_close(flat(moved), torch.tensor([1.5 + 2.0, -0.5 + 2.0, 0.5]))  # any push pays
-    with pytest.raises(ValueError, match="--motion-reward W > 0"):
-        TrainPolicyConfig(motion_toward_goal=True)
+    both = MotionReward(reward, weight=2.0, pixels=40, goal_weight=1.5)
+    both.start(still)
+    torch.testing.assert_close(both(moved), torch.tensor([1.5 + 3.5, -0.5 + 0.5, 0.5]))  # the two terms add up
+    with pytest.raises(ValueError, match="--motion-goal-reward >= 0"):
+        TrainPolicyConfig(motion_goal_reward=-1.0)
+    with pytest.raises(ValueError, match="--forward local does not generate"):
+        TrainPolicyConfig(motion_goal_reward=1.0, forward="local")
