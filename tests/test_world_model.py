@@ -386,3 +386,25 @@ def test_differentiable_sampler_matches_the_sampler_and_passes_gradients_to_acti
     torch.testing.assert_close(out, sample_next(model, frames, actions.detach(), SamplerConfig(), noise=noise))
     (g,) = torch.autograd.grad(out.square().sum(), actions)
     assert g.abs().sum() > 0
+
+
+def test_autoregressive_phase_starts_at_its_step_and_extends_a_plain_run(store_path, tmp_path, monkeypatch):
+    from worldgrad.algos import train_wm as train_wm_module
+
+    lengths = []
+    real = train_wm_module.sequence_loss
+
+    def spy(model, denoiser, frames, actions, sigma=None):
+        lengths.append(frames.shape[1])
+        return real(model, denoiser, frames, actions, sigma)
+
+    monkeypatch.setattr(train_wm_module, "sequence_loss", spy)
+    c = MODEL.context
+    train_wm(config(store_path, tmp_path, 5), progress=False)  # a finished plain run
+    assert lengths == [c + 1] * 5
+    lengths.clear()
+    # the same run, extended with an autoregressive phase from step 7: resumes at 5, two plain steps, then two more
+    train_wm(config(store_path, tmp_path, 9, autoregressive_steps=1, autoregressive_from=7), progress=False)
+    assert lengths == [c + 1] * 2 + [c + 2] * 2
+    with pytest.raises(ValueError, match="--autoregressive-from -1"):
+        config(store_path, tmp_path, 5, autoregressive_from=-1)

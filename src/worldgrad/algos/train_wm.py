@@ -3,7 +3,8 @@
 One step draws windows of ``context + 1 + autoregressive_steps`` frames. The first target is predicted from
 recorded context; with ``autoregressive_steps`` > 0 each further target is predicted from a context that
 holds the model's own (detached, quantized) estimates of the earlier targets, as DIAMOND does, so the
-model learns to recover from its own errors. Launch with ``torchrun --nproc-per-node N worldgrad train-wm``
+model learns to recover from its own errors; ``autoregressive_from`` starts them late in the schedule (a plain
+phase first is cheaper per step). Launch with ``torchrun --nproc-per-node N worldgrad train-wm``
 for DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 writes the run folder.
 """
 
@@ -63,6 +64,10 @@ class TrainWMConfig:
     grad_clip: float = 1.0
     autoregressive_steps: int = 0
     """extra targets predicted from the model's own estimates (DIAMOND: 1)"""
+    autoregressive_from: int = 0
+    """step from which windows carry the ``autoregressive_steps`` targets (0: from the first): a cheap plain phase,
+    then an autoregressive one that teaches the model to recover from its own drift. Both may change on resume,
+    e.g. to give a finished plain run an autoregressive phase with a larger ``--steps``"""
     val_fraction: float = 0.1
     """share of episodes held out for the validation loss"""
     eval_every: int = 100
@@ -79,14 +84,23 @@ class TrainWMConfig:
     threads: int = 0
     """CPU threads for torch (0: torch's default)"""
 
+    def __post_init__(self) -> None:
+        if self.autoregressive_steps < 0 or self.autoregressive_from < 0:
+            raise ValueError(f"--autoregressive-steps {self.autoregressive_steps} / --autoregressive-from "
+                             f"{self.autoregressive_from}: pass values >= 0")  # fmt: skip
+
 
 PRESETS: dict[str, TrainWMConfig] = {
     "tiny": TrainWMConfig(),
     # The best model 2 CPU cores train in about two hours: the U-Net works at 32x32 after a lossless
     # pixel-unshuffle of the 64x64 frames, widening as it goes down (0.31 s per step at batch 32 on 2 cores,
     # against 0.86 s for the full-resolution (32, 32, 64, 64) net of the calibration run; bench/wm_throughput.py).
+    # The last 2,000 steps predict a second frame from the model's own estimate: open-loop drift (the T fading
+    # away within 10-20 steps) varied from run to run after the plain phase, and 1,000 such steps after 10,000
+    # plain ones removed it (docs/pusht_policy_journal.md, stop 32).
     "cpu": TrainWMConfig(
         name="wm-cpu", store=Path("runs/pusht-cpu/data/play"), steps=20_000, batch_size=32, lr=3e-4, eval_every=500,
+        autoregressive_steps=1, autoregressive_from=18_000,
         model=DenoiserConfig(channels=(32, 64, 96, 128), depths=(1, 1, 1, 1), cond_dim=128, stem=2, motion_weight=2.0),
     ),
     # DIAMOND's Atari denoiser (channels 64 at 4 levels, 2 blocks each, attention in the middle: ~4.4M parameters).
@@ -219,7 +233,8 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if rank == 0:
-        run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True, ignore=("steps", "device", "threads"))
+        schedule = ("steps", "autoregressive_steps", "autoregressive_from")
+        run = RunDir.create(cfg.runs, cfg.name, cfg, resume=True, ignore=(*schedule, "device", "threads"))
     if world > 1:
         dist.barrier()
     run = RunDir(Path(cfg.runs) / cfg.name)
@@ -240,8 +255,9 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
         net = torch.compile(net)  # type: ignore[assignment]
     if world > 1:
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    length = m.context + 1 + cfg.autoregressive_steps
-    train = WindowSampler(store, length, "train", cfg.val_fraction)
+    train = WindowSampler(store, m.context + 1, "train", cfg.val_fraction)
+    train_ar = (WindowSampler(store, m.context + 1 + cfg.autoregressive_steps, "train", cfg.val_fraction)
+                if cfg.autoregressive_steps > 0 else train)  # fmt: skip
     val = WindowSampler(store, m.context + 1, "val", cfg.val_fraction)
     logger = MetricsLogger(run.path) if rank == 0 else None
     if logger is not None:
@@ -254,7 +270,7 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
     for step in bar:
         for group in optim.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        b = train.sample(cfg.batch_size, rng)
+        b = (train_ar if step >= cfg.autoregressive_from else train).sample(cfg.batch_size, rng)
         frames, actions = _to_batch(b.frames, b.actions, device)
         with autocast:
             loss, _ = sequence_loss(net, denoiser, frames, actions)
