@@ -267,7 +267,8 @@ def test_train_eval_export_and_load(store_path, tmp_path):
     result = train_wm(config(store_path, tmp_path, 10, autoregressive_steps=1), progress=False)
     run = tmp_path / "wm"
     assert (run / "strips" / "step_000000010.png").exists()
-    assert {"loss", "psnr_1step", "loss_sigma_0.05"} <= set(result["val"])
+    assert {"loss", "psnr_1step", "loss_sigma_0.05", "psnr_open_loop_h3"} <= set(result["val"])
+    assert 0 < result["val"]["psnr_open_loop_h3"] < 100
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("wm/val/loss" in x for x in lines) and any("wm/train/loss" in x for x in lines)
     model, sampler = load_world_model(result["path"])
