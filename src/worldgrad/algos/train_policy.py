@@ -153,7 +153,7 @@ class MotionReward:
     pays for any push, ``goal_weight`` pays for a push that raised the reward and charges for one that lowered it.
     A flat term alone made the policies push the T away from the goal; a signed term alone made them stop pushing
     (stop 31: the sign is right in 60-80 % of pushes, so a signed push pays little on average). Both together pay
-    ``weight`` for a push on average, and more for one toward the goal.
+    at least ``weight`` for a push on average (when the sign is right more often than not), more toward the goal.
 
     Stateful because a step's motion needs the frame before it: :meth:`start` is given each window's first frame
     (environments may have restarted in between), then every call scores the next frame against the last one.
