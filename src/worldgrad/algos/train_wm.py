@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from worldgrad.data.sampler import WindowSampler
 from worldgrad.data.store import EpisodeStore, StoreError
+from worldgrad.eval.fidelity import psnr
 from worldgrad.models.diffusion import Denoiser, DenoiserConfig, SamplerConfig, edm_loss, quantize, sample_next
 from worldgrad.models.image import to_model
 from worldgrad.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -186,41 +187,36 @@ def validate(
 
 
 @torch.no_grad()
-def open_loop_psnr(
-    denoiser: Denoiser, store: EpisodeStore, split: str, sampler_cfg: SamplerConfig, horizon: int,
-    device: torch.device, n: int = 16,
-) -> float:  # fmt: skip
-    """Mean PSNR (dB) of the ``horizon``-th open-loop frame on n fixed windows: the drift one-step figures miss
-    (two ``cpu`` models of equal validation loss kept the T for 20 steps and lost it within 10)."""
+def open_loop(
+    denoiser: Denoiser, store: EpisodeStore, split: str, sampler_cfg: SamplerConfig, horizon: int, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(real, predicted) uint8 frames (n, horizon, H, W, 3) of n fixed windows, the model's open loop from their
+    recorded context and actions."""
     from worldgrad.imagine.rollout import WorldModelRollout
 
     c = denoiser.cfg.context
-    b = WindowSampler(store, c + horizon, split).sample(n, np.random.default_rng(4242))  # type: ignore[arg-type]
-    engine = WorldModelRollout(denoiser, sampler_cfg, num_envs=n, seed=4242)
+    b = WindowSampler(store, c + horizon, split).sample(n, np.random.default_rng(seed))  # type: ignore[arg-type]
+    engine = WorldModelRollout(denoiser, sampler_cfg, num_envs=n, seed=seed)
     engine.reset(b.frames[:, :c], b.actions[:, : c - 1])
-    for t in range(horizon):
-        pred = engine.step(b.actions[:, c - 1 + t])
+    preds = [engine.step(b.actions[:, c - 1 + t]).cpu().numpy() for t in range(horizon)]
     denoiser.train()
-    real = torch.as_tensor(b.frames[:, -1], device=pred.device)
-    mse = ((pred.float() - real.float()) / 255).pow(2).mean(dim=(1, 2, 3))
-    return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+    return b.frames[:, c:], np.stack(preds, axis=1)
 
 
-@torch.no_grad()
+def open_loop_psnr(
+    denoiser: Denoiser, store: EpisodeStore, split: str, sampler_cfg: SamplerConfig, horizon: int, n: int = 16
+) -> float:
+    """Mean PSNR (dB) of the ``horizon``-th open-loop frame on n fixed windows: the drift one-step figures miss
+    (two ``cpu`` models of equal validation loss kept the T for 20 steps and lost it within 10)."""
+    real, pred = open_loop(denoiser, store, split, sampler_cfg, horizon, n, seed=4242)
+    return float(psnr(real[:, -1], pred[:, -1]).mean())
+
+
 def sample_strip(
     denoiser: Denoiser, store: EpisodeStore, split: str, sampler_cfg: SamplerConfig, horizon: int, device: torch.device
 ) -> np.ndarray:
     """A real-vs-imagined image: rows of (real, predicted) frames for 2 validation windows, open loop."""
-    from worldgrad.imagine.rollout import WorldModelRollout
-
-    c = denoiser.cfg.context
-    b = WindowSampler(store, c + horizon, split).sample(2, np.random.default_rng(777))  # type: ignore[arg-type]
-    engine = WorldModelRollout(denoiser, sampler_cfg, num_envs=2, seed=777)
-    engine.reset(b.frames[:, :c], b.actions[:, : c - 1])
-    preds = [engine.step(b.actions[:, c - 1 + t]).cpu().numpy() for t in range(horizon)]
-    denoiser.train()
-    pred = np.stack(preds, axis=1)  # (2, horizon, H, W, 3)
-    real = b.frames[:, c:]
+    real, pred = open_loop(denoiser, store, split, sampler_cfg, horizon, n=2, seed=777)
     rows = [np.concatenate(list(r), axis=1) for pair in zip(real, pred, strict=True) for r in pair]
     return np.concatenate(rows, axis=0)
 
@@ -339,7 +335,7 @@ def _validate_all(
 ) -> dict[str, float]:
     metrics = validate(denoiser, val, cfg.sampler, device)
     h = cfg.strip_horizon
-    metrics[f"psnr_open_loop_h{h}"] = open_loop_psnr(denoiser, store, "val", cfg.sampler, h, device)
+    metrics[f"psnr_open_loop_h{h}"] = open_loop_psnr(denoiser, store, "val", cfg.sampler, h)
     return metrics
 
 
