@@ -28,7 +28,7 @@ import numpy as np
 
 from pusht_oracle_check import evaluate_with_reach
 from worldgrad.envs.pusht import PushTConfig
-from worldgrad.eval.harness import EvalConfig
+from worldgrad.eval.harness import EvalConfig, paired_difference
 from worldgrad.eval.policies import make_policy
 
 
@@ -57,9 +57,7 @@ def main() -> None:
         base, first = against()
     rows = []
     for spec, out in outs:
-        diff = np.asarray(out["max_coverages"]) - first
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        rows.append((spec, out, diff.mean(), se))
+        rows.append((spec, out, *paired_difference(out["max_coverages"], first)))
     args.out.mkdir(parents=True, exist_ok=True)  # every figure, per-seed max coverages included
     (args.out / "results.json").write_text(json.dumps({spec: o for spec, o, _, _ in rows}, indent=1))
     print(f"{args.episodes} held-out seeds; differences are to {base} on the same seeds\n")

@@ -5,7 +5,18 @@ import pytest
 
 from worldgrad.data.collect import EVAL_SEED_START
 from worldgrad.envs.pusht import GOAL_POSE, PushTConfig, PushTEnv
-from worldgrad.eval.harness import EvalConfig, eval_seeds, evaluate, evaluate_policy, run_episode, wilson_interval
+from worldgrad.eval.harness import (
+    VS_RANDOM,
+    EvalConfig,
+    eval_seeds,
+    evaluate,
+    evaluate_policy,
+    format_table,
+    paired_difference,
+    run_episode,
+    wilson_interval,
+    with_vs_random,
+)
 from worldgrad.eval.policies import make_policy
 
 
@@ -45,6 +56,22 @@ def test_summary_and_wilson_interval():
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
 
 
+def test_paired_difference_to_random_and_its_table_column():
+    d, se = paired_difference([0.3, 0.1, 0.2], [0.1, 0.1, 0.1])
+    assert d == pytest.approx(0.1) and se == pytest.approx(0.1 / np.sqrt(3))  # diffs 0.2, 0, 0.1: std 0.1
+    assert np.isnan(paired_difference([0.5], [0.1])[1])
+    with pytest.raises(ValueError, match="as many episodes"):
+        paired_difference([0.1, 0.2], [0.1])
+    base = {"episodes": 3, "success_rate": 0.0, "success_ci_low": 0.0, "success_ci_high": 0.5,
+            "mean_final_coverage": 0.1, "mean_max_coverage": 0.2}  # fmt: skip
+    row = with_vs_random(base, [0.3, 0.1, 0.2], [0.1, 0.1, 0.1])
+    assert row[VS_RANDOM] == pytest.approx(0.1) and VS_RANDOM not in base
+    table = format_table({"p": row, "random": base})
+    assert "vs random (paired" in table.splitlines()[0] and "| +0.1000 +- 0.0577 |" in table
+    assert table.splitlines()[-1].endswith("| 0.200 | |")  # random itself: an empty cell
+    assert "vs random" not in format_table({"random": base})
+
+
 def test_evaluate_writes_results_and_videos(tmp_path):
     cfg = EvalConfig(policies=("random", "operator:explorer"), episodes=2, videos=1, out=tmp_path,
                      pusht=PushTConfig(max_episode_steps=5))  # fmt: skip
@@ -53,6 +80,9 @@ def test_evaluate_writes_results_and_videos(tmp_path):
     record = json.loads((tmp_path / "results.json").read_text())
     assert len(record["episodes"]["random"]) == 2 and record["summary"]["random"]["episodes"] == 2
     assert "| random | 2 |" in (tmp_path / "results.md").read_text()
+    maxes = {k: [e["max_coverage"] for e in v] for k, v in record["episodes"].items()}  # paired on the same seeds
+    lead = np.mean(maxes["operator:explorer"]) - np.mean(maxes["random"])
+    assert summaries["operator:explorer"][VS_RANDOM] == pytest.approx(lead) and VS_RANDOM not in summaries["random"]
     videos = sorted(p.name for p in (tmp_path / "videos").iterdir())
     assert videos == [f"operator_explorer_seed{EVAL_SEED_START}.mp4", f"random_seed{EVAL_SEED_START}.mp4"]
     assert all((tmp_path / "videos" / v).stat().st_size > 1000 for v in videos)

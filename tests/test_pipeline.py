@@ -36,6 +36,10 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert (run / "wm" / "wm.safetensors").exists() and (run / "wm" / "eval" / "strip.png").exists()
     assert "## Global world model" in report and "| 10 |" in report and "## Local world model (RSSM)" in report
     assert "| dmo-sapo (learned, images only) | 2 |" in report and (run / "policy_curves_samples.png").exists()
+    # the verdict: the policy's per-seed max coverage paired with random's on the same seeds
+    assert "vs random (paired" in report and "Against random on the same 2 seeds: mean max coverage" in report
+    pol, rnd = first["policy_eval"]["max_coverages"], first["eval"]["random"]["max_coverages"]
+    assert len(pol) == len(rnd) == 2 and f"{(pol[0] + pol[1] - rnd[0] - rnd[1]) / 2:+.4f} +- " in report
     assert (run / "policy" / "policy.safetensors").exists()
     assert all(
         "reward" in [p.stem for p in (ep / "labels").glob("*.npy")]
@@ -71,3 +75,13 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     run_pipeline(shaped)
     out = capsys.readouterr().out
     assert "label_head: contact" in out and "refit_head: done earlier" in out and "train_policy: done earlier" in out
+
+
+def test_verdict_against_random_needs_two_standard_errors():
+    from worldgrad.pipeline import verdict_lines
+
+    rnd = {"max_coverages": [0.1, 0.2, 0.3, 0.4]}
+    assert "**beats random**" in verdict_lines({"max_coverages": [0.2, 0.31, 0.4, 0.49]}, rnd)[0]
+    assert "**below random**" in verdict_lines({"max_coverages": [0.0, 0.1, 0.21, 0.3]}, rnd)[0]
+    assert "not distinguishable" in verdict_lines({"max_coverages": [0.2, 0.1, 0.4, 0.3]}, rnd)[0]
+    assert "older worldgrad" in verdict_lines({}, rnd)[0]  # a run folder from before per-seed figures

@@ -145,6 +145,17 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, float]:
     }
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of a - b over paired episodes (the same seeds) and its standard error (nan for fewer than 2 pairs).
+
+    Pairing removes the seeds' own spread (where the T starts decides much of an episode's coverage), so a small
+    lead over random shows in a few hundred seeds instead of thousands."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"a paired difference needs as many episodes on each side, got {len(a)} and {len(b)}")
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
 def evaluate_policy(
     make: Callable[[PushTEnv], Policy],
     cfg: EvalConfig,
@@ -188,17 +199,32 @@ def format_table(summaries: dict[str, dict[str, float]]) -> str:
         from worldgrad.eval.trajectory import format_cube_table
 
         return format_cube_table(summaries)
+    paired = any(VS_RANDOM in s for s in summaries.values())
     lines = [
-        "| policy | episodes | success rate (95% CI) | mean final coverage | mean max coverage |",
-        "|---|---|---|---|---|",
+        "| policy | episodes | success rate (95% CI) | mean final coverage | mean max coverage |"
+        + (" max coverage vs random (paired, +- s.e.) |" if paired else ""),
+        "|---|---|---|---|---|" + ("---|" if paired else ""),
     ]
     for name, s in summaries.items():
         ci = f"{s['success_ci_low']:.0%}-{s['success_ci_high']:.0%}"
+        vs = f" {s[VS_RANDOM]:+.4f} +- {s[VS_RANDOM + '_se']:.4f} |" if VS_RANDOM in s else " |"
         lines.append(
             f"| {name} | {s['episodes']} | {s['success_rate']:.1%} ({ci})"
-            f" | {s['mean_final_coverage']:.3f} | {s['mean_max_coverage']:.3f} |"
+            f" | {s['mean_final_coverage']:.3f} | {s['mean_max_coverage']:.3f} |" + (vs if paired else "")
         )
     return "\n".join(lines)
+
+
+VS_RANDOM = "max_coverage_vs_random"
+"""summary key: the mean per-seed difference in max coverage to the random policy on the same seeds"""
+
+
+def with_vs_random(
+    summary: dict[str, float], max_coverages: Sequence[float], random: Sequence[float]
+) -> dict[str, float]:
+    """``summary`` plus its paired difference to random's max coverages (``VS_RANDOM`` and ``VS_RANDOM_se``)."""
+    d, se = paired_difference(max_coverages, random)
+    return {**summary, VS_RANDOM: d, VS_RANDOM + "_se": se}
 
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, dict[str, float]]:
@@ -214,6 +240,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, dict[str, floa
         summary, results = evaluate_policy(lambda env, spec=spec: make_policy(spec, env), cfg, progress)
         summaries[spec] = summary
         per_episode[spec] = [asdict(r) for r in results]
+    if "random" in per_episode:  # each other policy's paired lead over random, on the same seeds
+        base = [e["max_coverage"] for e in per_episode["random"]]
+        for spec in summaries.keys() - {"random"}:
+            summaries[spec] = with_vs_random(summaries[spec], [e["max_coverage"] for e in per_episode[spec]], base)
     record = {
         "protocol": {
             "env": cfg.env,
