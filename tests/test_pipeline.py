@@ -40,6 +40,9 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert "vs random (paired" in report and "Against random on the same 2 seeds: mean max coverage" in report
     pol, rnd = first["policy_eval"]["max_coverages"], first["eval"]["random"]["max_coverages"]
     assert len(pol) == len(rnd) == 2 and f"{(pol[0] + pol[1] - rnd[0] - rnd[1]) / 2:+.4f} +- " in report
+    # where the time goes: every stage, the training ones by their own clock
+    assert "## Where the time goes" in report and "| train_wm | " in report and "| eval_reference | " in report
+    assert "| train_policy | " in report.split("| train_wm | ")[1] and "its training clock, over all resumes" in report
     assert (run / "policy" / "policy.safetensors").exists()
     assert all(
         "reward" in [p.stem for p in (ep / "labels").glob("*.npy")]

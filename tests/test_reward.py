@@ -17,6 +17,7 @@ from worldgrad.models.encoders import ConvEncoderConfig
 from worldgrad.models.image import to_model
 from worldgrad.models.reward import RankingReward, RewardModelConfig, bradley_terry_loss
 from worldgrad.runtime.checkpoint import load_checkpoint
+from worldgrad.runtime.metrics import read_metrics
 
 SIZE = 16
 MODEL = RewardModelConfig(image_size=SIZE, encoder=ConvEncoderConfig(depth=4, out_dim=16), hidden=32)
@@ -122,6 +123,10 @@ def test_resume_after_interruption_equals_uninterrupted(store_path, tmp_path, mo
     a = load_checkpoint(tmp_path / "a" / "r" / "checkpoints" / "step_000000010.safetensors")["modules"]["model"]
     b = load_checkpoint(tmp_path / "b" / "r" / "checkpoints" / "step_000000010.safetensors")["modules"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # one wall-time clock across the kill: the resumed run's step-10 time goes on from the step-5 checkpoint's
+    times = [x["time_s"] for x in read_metrics(tmp_path / "b" / "r" / "metrics.jsonl") if "time_s" in x]
+    before = load_checkpoint(tmp_path / "b" / "r" / "checkpoints" / "step_000000005.safetensors")["extra"]["time_s"]
+    assert times and times[-1] > before > 0
     with pytest.raises(ValueError, match="differs in lr"):
         train_reward(replace(config(store_path, tmp_path / "b", 10), lr=0.5), goal, progress=False)
     train_reward(config(store_path, tmp_path / "b", 12), goal, progress=False)  # a longer schedule extends the run

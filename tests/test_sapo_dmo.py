@@ -447,6 +447,8 @@ def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
         torch.testing.assert_close(v, saved[k])
     more = train_policy(replace_iterations(cfg, 6), local, 16, None, None, progress=False)  # resumes at 4
     assert more["samples"] == 6 * 3 * 2
+    times = [x["time_s"] for x in read_metrics(tmp_path / "p" / "metrics.jsonl") if "time_s" in x]
+    assert len(times) == 6 and times == sorted(times)  # the wall-time clock goes on across the resume
     with pytest.warns(CheckpointWarning, match="no module 'local'"):  # written without a local model
         train_policy(replace_iterations(cfg, 6), local, 16, finetune, None, progress=False)
     # the "No Diffusion" ablation: same loop, the local model imagines alone

@@ -42,6 +42,7 @@ from worldgrad.eval.local import EvalLocalConfig, evaluate_local
 from worldgrad.eval.reward import EvalRewardConfig, evaluate_reward
 from worldgrad.eval.wm import EvalWMConfig, evaluate_wm
 from worldgrad.runtime.atomic import save_json_atomic
+from worldgrad.runtime.metrics import train_time
 from worldgrad.runtime.run import RunDir
 
 TINY_POLICY = replace(
@@ -200,9 +201,10 @@ def _stage(
         print(f"[pipeline] {name}: its inputs changed, starting it over")  # noqa: T201
         shutil.rmtree(outputs)
     print(f"[pipeline] {name}: {what}")  # noqa: T201
+    t0 = time.perf_counter()
     result = fn()
     marker.parent.mkdir(exist_ok=True)
-    save_json_atomic(marker, {"spec": spec, "result": result})
+    save_json_atomic(marker, {"spec": spec, "result": result, "seconds": time.perf_counter() - t0})
     return result
 
 
@@ -530,6 +532,47 @@ def _head_lines(cfg: PipelineConfig, results: dict[str, Any]) -> list[str]:
     ]
 
 
+STAGES = (
+    "collect_play", "collect_heldout", "train_reward", "label_reward", "eval_reward", "train_wm", "eval_wm",
+    "train_local", "eval_local", "label_head", "refit_head", "train_policy", "eval_policy", "eval_reference",
+)  # fmt: skip
+"""the pipeline's stages in the order it runs them"""
+TRAINING_RUNS = {"train_reward": "reward", "train_wm": "wm", "train_local": "local", "train_policy": "policy"}
+"""training stages and their run folders, whose metrics keep a clock summed over resumes"""
+
+
+def time_lines(run: RunDir) -> list[str]:
+    """Where the time went: each finished stage's wall time, a training stage's from its own clock (which
+    counts every invocation that trained it, resumes after a kill included), the others' from the invocation
+    that finished them."""
+    rows, total = [], 0.0
+    for name in STAGES:
+        marker = run.path / "stages" / f"{name}.json"
+        if not marker.exists():
+            continue
+        metrics = run.path / TRAINING_RUNS.get(name, "") / "metrics.jsonl"
+        if name in TRAINING_RUNS and metrics.exists():
+            seconds, how = train_time(metrics), "its training clock, over all resumes"
+        elif "seconds" in (record := json.loads(marker.read_text())):
+            seconds, how = float(record["seconds"]), "the invocation that finished it"
+        else:
+            rows.append(f"| {name} | n/a | finished by an older worldgrad, which did not time its stages |")
+            continue
+        total += seconds
+        rows.append(f"| {name} | {seconds / 60:.1f} | {how} |")
+    if not rows:
+        return []
+    return [
+        "## Where the time goes",
+        "",
+        "| stage | minutes | measured by |",
+        "|---|---|---|",
+        *rows,
+        f"| all | {total / 60:.1f} | |",
+        "",
+    ]
+
+
 def write_report(run: RunDir, cfg: PipelineConfig, results: dict[str, Any], seconds: float) -> Path:
     """A markdown report of what ran and what it measured."""
     lines = [
@@ -551,6 +594,7 @@ def write_report(run: RunDir, cfg: PipelineConfig, results: dict[str, Any], seco
         format_table({"dmo-sapo (learned, images only)": _policy_row(results), **results["eval"]}),
         "",
         *verdict_lines(results["policy_eval"], results["eval"].get("random", {})),
+        *time_lines(run),
     ]
     lines[
         lines.index("## Zero-shot evaluation on the real system") : lines.index(

@@ -156,7 +156,7 @@ def train_local(cfg: TrainLocalConfig, progress: bool = True) -> dict[str, Any]:
     logger = MetricsLogger(run.path)
     logger.truncate_after(start)
     metrics: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - float(extra.get("time_s", 0.0))  # time_s: summed over resumes
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-local", disable=not progress)
     for step in bar:
         loss, logs, _ = model.loss(*_batch(train.sample(cfg.batch_size, rng), cfg.label, device))
@@ -179,7 +179,8 @@ def train_local(cfg: TrainLocalConfig, progress: bool = True) -> dict[str, Any]:
             logger.log_image(done, "local/val/open_loop", strip)
             _save_png(run.path / "strips" / f"step_{done:09d}.png", strip)
             save_training_state(run, done, {"model": model}, {"optim": optim},
-                                extra={"data_rng": rng.bit_generator.state}, keep=2)  # fmt: skip
+                                extra={"data_rng": rng.bit_generator.state, "time_s": time.perf_counter() - t0},
+                                keep=2)  # fmt: skip
     if not metrics:
         metrics = validate(model, val, cfg.label, device)
     path = run.path / "local.safetensors"

@@ -375,7 +375,8 @@ def train_policy(
     logger.truncate_after(start)
     policy = ImagePolicy.from_agent(local, agent, name=cfg.name)
     h = cfg.sapo.horizon
-    t0, result = time.perf_counter(), {}
+    # time_s is the run's wall time summed over resumes (saved with each checkpoint)
+    t0, result = time.perf_counter() - float(extra.get("time_s", 0.0)), {}
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train-policy",
                disable=not progress)  # fmt: skip
     use_demos = cfg.sapo.bc_weight > 0 or cfg.sapo.bc_pretrain > 0
@@ -427,7 +428,8 @@ def train_policy(
             if evaluate_real is not None and cfg.eval_episodes > 0:
                 result = evaluate_real(policy)
                 logger.log(it + 1, {f"policy/real/{k}": v for k, v in result.items()}, samples=samples)
-            save_training_state(run, it + 1, modules, states, extra={"samples": samples}, keep=2)
+            saved = {"samples": samples, "time_s": time.perf_counter() - t0}
+            save_training_state(run, it + 1, modules, states, extra=saved, keep=2)
     logger.close()
     return {"samples": samples, "real": result, "run": str(run.path), "agent": agent}
 

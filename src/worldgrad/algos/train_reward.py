@@ -163,7 +163,7 @@ def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool
     logger = MetricsLogger(run.path)
     logger.truncate_after(start)
     metrics: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - float(extra.get("time_s", 0.0))  # time_s: summed over resumes
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-reward", disable=not progress)
     for step in bar:
         for group in optim.param_groups:  # cosine decay to 10 %
@@ -186,7 +186,8 @@ def train_reward(cfg: TrainRewardConfig, goal_images: np.ndarray, progress: bool
             logger.log(done, {f"reward/val/{k}": v for k, v in metrics.items()})
             bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}")
             save_training_state(run, done, {"model": model}, {"optim": optim},
-                                extra={"data_rng": rng.bit_generator.state}, keep=2)  # fmt: skip
+                                extra={"data_rng": rng.bit_generator.state, "time_s": time.perf_counter() - t0},
+                                keep=2)  # fmt: skip
     mean, std = fit_normalization(model, store, goal_images, cfg.norm_frames, device, cfg.seed)
     windows = {"min_len": cfg.min_window, "max_len": cfg.max_window, "goal_frames": cfg.goal_frames,
                "goal_stride": cfg.goal_stride}  # fmt: skip

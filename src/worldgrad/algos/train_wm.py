@@ -281,7 +281,9 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
         logger.truncate_after(start)
     autocast = bf16_autocast(device, cfg.amp)
     metrics: dict[str, float] = {}
-    t0, seen = time.perf_counter(), 0
+    # time_s is the run's training wall time summed over resumes (saved with each checkpoint)
+    t_run, seen = time.perf_counter(), 0
+    t0 = t_run - float(extra.get("time_s", 0.0))
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-wm",
                disable=not progress or rank != 0)  # fmt: skip
     for step in bar:
@@ -301,9 +303,9 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
         optim.step()
         done, seen = step + 1, seen + cfg.batch_size * world
         if logger is not None and done % 10 == 0:
-            elapsed = time.perf_counter() - t0
-            logger.log(done, {"wm/train/loss": loss, "wm/train/grad_norm": grad_norm, "time_s": elapsed,
-                              "wm/train/samples_per_s": seen / elapsed})  # fmt: skip
+            now = time.perf_counter()
+            logger.log(done, {"wm/train/loss": loss, "wm/train/grad_norm": grad_norm, "time_s": now - t0,
+                              "wm/train/samples_per_s": seen / (now - t_run)})  # fmt: skip
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if done % cfg.eval_every == 0 or done == cfg.steps:
             if rank == 0 and logger is not None:
@@ -313,7 +315,8 @@ def train_wm(cfg: TrainWMConfig, progress: bool = True) -> dict[str, Any]:
                 logger.log_image(done, "wm/val/strip", strip)
                 _save_png(run.path / "strips" / f"step_{done:09d}.png", strip)
                 save_training_state(run, done, {"model": denoiser}, {"optim": optim},
-                                    extra={"data_rng": rng.bit_generator.state}, keep=2)  # fmt: skip
+                                    extra={"data_rng": rng.bit_generator.state,
+                                           "time_s": time.perf_counter() - t0}, keep=2)  # fmt: skip
             if world > 1:
                 dist.barrier()
     result: dict[str, Any] = {}

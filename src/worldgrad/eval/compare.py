@@ -26,7 +26,7 @@ from worldgrad.algos.train_ppo import PRESETS as PPO_PRESETS
 from worldgrad.algos.train_ppo import TrainPPOConfig
 from worldgrad.envs.pusht import PushTConfig
 from worldgrad.runtime.atomic import save_json_atomic
-from worldgrad.runtime.metrics import read_metrics
+from worldgrad.runtime.metrics import read_metrics, train_time
 from worldgrad.runtime.run import config_to_dict
 
 METHODS = ("dmo_sapo", "no_diffusion", "ppo")
@@ -209,7 +209,8 @@ def eval_curve(metrics: Path, method: str, metric: str) -> list[dict[str, float]
     """The periodic real-system evaluations of a run: ``{step, samples, time_s, value}`` in order.
 
     train-policy's evaluation lines carry no wall time: they take that of the training line of their step.
-    A resumed train-policy run restarts its clock at 0; later times are shifted so the clock keeps running.
+    Runs written before the trainers kept their clock across resumes restarted it at 0 on a resume; later
+    times are then shifted so the clock keeps running.
     """
     key = f"{'ppo' if method == 'ppo' else 'policy'}/real/{metric}"
     clock: dict[int, float] = {}
@@ -225,18 +226,6 @@ def eval_curve(metrics: Path, method: str, metric: str) -> list[dict[str, float]
             out.append({"step": row["step"], "samples": float(row["samples"]),
                         "time_s": clock.get(row["step"], float("nan")), "value": float(row[key])})  # fmt: skip
     return out
-
-
-def train_time(metrics: Path) -> float:
-    """Training wall time of a run (periodic evaluations included), resumes accounted for."""
-    total, last = 0.0, 0.0
-    for row in read_metrics(metrics):
-        t = row.get("time_s")
-        if t is not None:
-            if t < last:
-                total += last
-            last = t
-    return total + last
 
 
 def first_reaching(curve: list[dict[str, float]], level: float) -> dict[str, float] | None:

@@ -189,3 +189,17 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             warnings.warn(f"{path}:{i} is not a JSON line; skipped", stacklevel=2)
     return out
+
+
+def train_time(metrics: str | os.PathLike[str]) -> float:
+    """A training run's wall time from its ``time_s`` lines (periodic evaluations included): the last one, as
+    the trainers keep their clock across resumes; a clock that went back (a run written before they did, resumed)
+    adds what it had reached before."""
+    total, last = 0.0, 0.0
+    for row in read_metrics(metrics):
+        t = row.get("time_s")
+        if t is not None:
+            if t < last:
+                total += last
+            last = t
+    return total + last
