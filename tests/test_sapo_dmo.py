@@ -449,6 +449,7 @@ def test_train_policy_runs_logs_against_samples_and_resumes(tmp_path):
     assert more["samples"] == 6 * 3 * 2
     times = [x["time_s"] for x in read_metrics(tmp_path / "p" / "metrics.jsonl") if "time_s" in x]
     assert len(times) == 6 and times == sorted(times)  # the wall-time clock goes on across the resume
+    assert all(0 <= x["policy/moved"] <= 1 for x in read_metrics(tmp_path / "p" / "metrics.jsonl") if "time_s" in x)
     with pytest.warns(CheckpointWarning, match="no module 'local'"):  # written without a local model
         train_policy(replace_iterations(cfg, 6), local, 16, finetune, None, progress=False)
     # the "No Diffusion" ablation: same loop, the local model imagines alone
@@ -759,7 +760,7 @@ def test_motion_reward_pays_where_consecutive_forward_frames_show_the_object_mov
 
 
 def test_motion_goal_reward_signs_its_term_by_the_rewards_change():
-    from worldgrad.algos.train_policy import MotionReward, TrainPolicyConfig
+    from worldgrad.algos.train_policy import MotionReward, TrainPolicyConfig, moved_fraction
 
     still = torch.zeros(3, 16, 16, 3, dtype=torch.uint8)
     moved = still.clone()
@@ -782,6 +783,8 @@ def test_motion_goal_reward_signs_its_term_by_the_rewards_change():
     both = MotionReward(reward, weight=2.0, pixels=40, goal_weight=1.5)
     both.start(still)
     torch.testing.assert_close(both(moved), torch.tensor([1.5 + 3.5, -0.5 + 0.5, 0.5]))  # the two terms add up
+    # the logged share of moved transitions: (T + 1, B) frames still -> moved -> moved: envs 0, 1 move once of twice
+    assert moved_fraction(torch.stack([still, moved, moved]), 40) == pytest.approx(2 / 6)
     with pytest.raises(ValueError, match="--motion-goal-reward >= 0"):
         TrainPolicyConfig(motion_goal_reward=-1.0)
     with pytest.raises(ValueError, match="--forward local does not generate"):

@@ -146,6 +146,13 @@ def _assign(state: tuple[torch.Tensor, ...], ids: torch.Tensor, part: tuple[torc
     return map_state(put, state, part)
 
 
+def moved_fraction(frames: torch.Tensor, pixels: int) -> float:
+    """Share of the transitions of (T + 1, B, H, W, 3) uint8 frames in which at least ``pixels`` pixels changed."""
+    f = frames.cpu().numpy()
+    changed = changed_pixels(f[:-1].reshape(-1, *f.shape[2:]), f[1:].reshape(-1, *f.shape[2:]))
+    return float((changed >= pixels).mean())
+
+
 class MotionReward:
     """The global reward plus a motion term where the object moved between consecutive forward frames.
 
@@ -417,6 +424,8 @@ def train_policy(
                           window.global_rewards.transpose(0, 1))  # fmt: skip
             logs.update({f"local/{k}": v for k, v in ft.items()})
         envs.restart(np.flatnonzero(envs.age >= cfg.max_episode_len))
+        if len(window.frames) > 1:  # how often the object moved in the imagined frames (an exploit shows here first)
+            logs["policy/moved"] = moved_fraction(window.frames, cfg.motion_pixels)
         logs.update({
             "policy/imagined_return": -loss.item() * h, "policy/reward": float(window.global_rewards.mean()),
             "policy/entropy": float(window.entropy.mean()), "policy/alpha": agent.log_alpha.exp().item(),
