@@ -4,7 +4,8 @@ per-seed difference in max coverage to the first policy listed (with its standar
 
 Coverage alone cannot tell a policy that never reaches the T from one that reaches it and pushes it the wrong
 way; ``reach_min_px`` (the smallest agent-to-T gap of an episode, edge to edge, averaged), ``reach_gain_px`` (how
-much closer than at the start) and ``contact_frac`` (the share of steps within 5 px) can. Writes every figure,
+much closer than at the start) and ``contact_frac`` (the share of steps within 5 px) can; ``wall_frac`` is the
+share of steps with the agent within 30 px of a board edge. Writes every figure,
 each episode's max coverage included, to ``OUT/results.json``.
 
     python bench/policy_reach.py --policies random checkpoint:runs/pusht-cpu/policy/policy.safetensors \\
@@ -63,14 +64,14 @@ def main() -> None:
     print(f"{args.episodes} held-out seeds; differences are to {base} on the same seeds\n")
     print(
         "| policy | success | mean max coverage | vs first | mean final coverage | reach_min_px | reach_gain_px "
-        "| contact |"
+        "| contact | at a wall |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for spec, o, d, se in rows:
         print(
             f"| {spec} | {o['success_rate']:.0%} | {o['mean_max_coverage']:.4f} | {d:+.4f} +- {se:.4f} "
             f"| {o['mean_final_coverage']:.4f} | {o['reach_min_px']:.0f} | {o['reach_gain_px']:.0f} "
-            f"| {o['contact_frac']:.1%} |"
+            f"| {o['contact_frac']:.1%} | {o['wall_frac']:.1%} |"
         )
 
 

@@ -139,17 +139,22 @@ def agent_checks(local: Any, agent: Agent, poses: int = 4) -> dict[str, float]:
 def evaluate_with_reach(make: Any, cfg: EvalConfig) -> dict[str, Any]:
     """The harness's zero-shot summary plus how close the agent gets to the T (read from the simulator, for this
     evaluation only): ``reach_min_px`` the mean over episodes of the smallest agent-to-T distance (edge to edge),
-    ``reach_gain_px`` how much closer than at the start that is, ``contact_frac`` the share of steps within 5 px;
-    and ``max_coverages``, every episode's max coverage."""
-    dists = []
+    ``reach_gain_px`` how much closer than at the start that is, ``contact_frac`` the share of steps within 5 px,
+    ``wall_frac`` the share of steps with the agent within 30 px of a board edge (where a world model that never saw
+    it resting there makes the T move: ``bench/motion_exploit_check.py``); and ``max_coverages``, every episode's
+    max coverage."""
+    dists, walls = [], []
 
     def on_episode(_: Any, trace: Trace) -> None:
-        dists.append(agent_t_gaps(np.asarray(trace.sim["agent_pos"]), np.asarray(trace.sim["block_pose"])))
+        agent = np.asarray(trace.sim["agent_pos"])
+        dists.append(agent_t_gaps(agent, np.asarray(trace.sim["block_pose"])))
+        walls.append(np.minimum(agent, 512 - agent).min(-1) < 30)
 
     summary, results = evaluate_policy(make, cfg, progress=False, on_episode=on_episode)
     reach = {"reach_min_px": float(np.mean([d.min() for d in dists])),
              "reach_gain_px": float(np.mean([d[0] - d.min() for d in dists])),
-             "contact_frac": float(np.mean([np.mean(d < CONTACT_PX) for d in dists]))}  # fmt: skip
+             "contact_frac": float(np.mean([np.mean(d < CONTACT_PX) for d in dists])),
+             "wall_frac": float(np.mean([w.mean() for w in walls]))}  # fmt: skip
     # per seed, in the harness's seed order: a paired comparison with random on the same seeds
     per_seed = {"max_coverages": [round(float(r.max_coverage), 5) for r in results]}
     return {k: float(v) for k, v in summary.items()} | reach | per_seed
