@@ -47,6 +47,24 @@ def test_explorer_moves_the_t_and_never_claims_intent():
     assert moved > 30
 
 
+def test_roamer_rests_at_the_walls_where_the_explorer_never_stays():
+    def longest_wall_stay(name: str, seed: int) -> int:
+        env = PushTEnv(PushTConfig(terminate_on_success=False, max_episode_steps=10_000))
+        env.reset(seed=seed)
+        op = make_operator(name, 50.0)
+        op.reset(np.random.default_rng(seed))
+        longest = run = 0
+        for _ in range(1000):
+            env.step(op.act(env.operator_view())[0])
+            pos = env.operator_view().agent_pos
+            run = run + 1 if min(pos.min(), (512 - pos).min()) < 30 else 0
+            longest = max(longest, run)
+        return longest
+
+    assert max(longest_wall_stay("explorer", s) for s in (0, 1)) < 30
+    assert max(longest_wall_stay("roamer", s) for s in (0, 1)) >= 30
+
+
 def test_pusher_mixes_intent_and_improves_coverage_near_goal():
     _, intent, _, _ = drive("pusher", 1, 600)
     assert 0.1 < intent.mean() < 0.95
@@ -73,5 +91,5 @@ def test_agent_t_gaps_subtract_the_agent_radius():
 
 
 def test_unknown_operator():
-    with pytest.raises(ValueError, match=r"unknown operator .robot.*explorer, pusher, expert"):
+    with pytest.raises(ValueError, match=r"unknown operator .robot.*explorer, roamer, pusher, expert"):
         make_operator("robot", 50.0)

@@ -176,20 +176,36 @@ class _Base:
 
 
 class Explorer(_Base):
-    """Play: wanders over the board and pokes the T from random sides in random amounts."""
+    """Play: wanders over the board and pokes the T from random sides in random amounts.
+
+    With ``wall_rest_prob`` > 0 (the ``roamer`` operator) some wanders end leaning on one of the board's walls for
+    a while, pushing the T along if it is in the way. The plain explorer's waypoints stay inside the board, so its
+    play data never shows the agent resting at a wall: a world model trained on it moves the T there that the real
+    system leaves still, and a policy rewarded for moving the T learns to park at the walls
+    (``bench/motion_exploit_check.py``).
+    """
 
     name = "explorer"
 
-    def __init__(self, max_step_px: float, poke_prob: float = 0.7) -> None:
+    def __init__(self, max_step_px: float, poke_prob: float = 0.7, wall_rest_prob: float = 0.0) -> None:
         super().__init__(max_step_px)
-        self.poke_prob = poke_prob
+        self.poke_prob, self.wall_rest_prob = poke_prob, wall_rest_prob
 
     def plan(self, view: PushTView) -> None:
         if self.rng.random() < self.poke_prob:
             index = int(self.rng.integers(len(_CONTACT_PTS)))
             self.push(view, index, depth=float(self.rng.uniform(15, 90)), speed=float(self.rng.uniform(15, 35)))
+        elif self.rng.random() < self.wall_rest_prob:
+            self.rest_at_wall()
         else:
             self.wander(view)
+
+    def rest_at_wall(self) -> None:
+        """Drive to a random place on a random wall and keep pressing against it for 15-60 steps."""
+        target = self.rng.uniform(*BOARD, size=2)
+        axis, side = int(self.rng.integers(2)), int(self.rng.integers(2))
+        target[axis] = (-60.0, 572.0)[side]  # beyond the wall: the agent stops at it and leans on it
+        self.legs.append((target, int(self.rng.integers(15, 61)), float(self.rng.uniform(20, 40))))
 
 
 class Pusher(_Base):
@@ -258,13 +274,15 @@ class Pusher(_Base):
         self.push(view, index, depth=max(push_depth, 2.0), speed=speed)
 
 
-OPERATOR_NAMES = ("explorer", "pusher", "expert")
+OPERATOR_NAMES = ("explorer", "roamer", "pusher", "expert")
 
 
 def make_operator(name: str, max_step_px: float) -> Operator:
     """A fresh operator by name; call ``reset(rng)`` before use."""
     if name == "explorer":
         return Explorer(max_step_px)
+    if name == "roamer":  # the explorer that also leans on the walls (covers the board's edges)
+        return Explorer(max_step_px, wall_rest_prob=0.5)
     if name == "pusher":
         return Pusher(max_step_px)
     if name == "expert":  # the pusher always on task and careful: a scripted demonstrator / reference
