@@ -93,8 +93,10 @@ class PipelineConfig:
     """parent folder of run folders"""
     name: str = "pusht-tiny"
     """run folder name; re-running with the same name resumes"""
-    play_operator: str = "explorer:0.4,pusher:0.6"
-    """operator mix recording the training play data"""
+    play_operator: str = "explorer:0.25,roamer:0.15,pusher:0.6"
+    """operator mix recording the training play data (per episode). The roamer's episodes show the agent resting
+    at the walls: without them the world model moves the T there and policies learn to park at the walls
+    (stop 33, ``bench/motion_exploit_check.py``)"""
     play_frames: int = 3_000
     """play frames to record (the paper used 4 h = 72k frames at 5 Hz)"""
     heldout_operator: str = "explorer:0.5,expert:0.5"
