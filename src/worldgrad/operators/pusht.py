@@ -195,8 +195,8 @@ class Explorer(_Base):
         if self.rng.random() < self.poke_prob:
             index = int(self.rng.integers(len(_CONTACT_PTS)))
             self.push(view, index, depth=float(self.rng.uniform(15, 90)), speed=float(self.rng.uniform(15, 35)))
-        elif self.rng.random() < self.wall_rest_prob:
-            self.rest_at_wall()
+        elif self.wall_rest_prob > 0 and self.rng.random() < self.wall_rest_prob:  # no draw: the explorer's data
+            self.rest_at_wall()  # stays what it was before the roamer existed
         else:
             self.wander(view)
 
