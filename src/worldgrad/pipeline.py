@@ -140,8 +140,8 @@ PRESETS: dict[str, PipelineConfig] = {
     "tiny": PipelineConfig(),
     # The best result 2 cores reach, about two hours per stage.
     # 1,000 final evaluation seeds (about 45 min for the policy and the four references on 2 cores): the paired
-    # difference to random then has a standard error near 0.003 in max coverage (stop 29), enough to tell the leads
-    # seen so far (+0.006 to +0.008) from noise; on 50 seeds it is near 0.012.
+    # difference to random then has a standard error near 0.003 in max coverage (stop 29), so the best lead seen so
+    # far (+0.006) clears two standard errors; on 50 seeds the error is near 0.012.
     "cpu": PipelineConfig(
         preset="cpu", name="pusht-cpu", play_frames=72_000, heldout_frames=6_000, episode_len=1000,
         eval_episodes=1000, eval_videos=4, reward=TRAIN_REWARD_PRESETS["cpu"], wm=TRAIN_WM_PRESETS["cpu"],
@@ -220,7 +220,7 @@ def _strip_agent(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _eval_policy(path: Path, cfg: EvalConfig) -> dict[str, float]:
+def _eval_policy(path: Path, cfg: EvalConfig) -> dict[str, Any]:
     from worldgrad.policy import ImagePolicy
 
     policy = ImagePolicy.from_checkpoint(path)
