@@ -81,10 +81,14 @@ def test_pipeline_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
 
 
 def test_verdict_against_random_needs_two_standard_errors():
-    from worldgrad.pipeline import verdict_lines
+    from worldgrad.pipeline import policy_row, verdict_lines
 
     rnd = {"max_coverages": [0.1, 0.2, 0.3, 0.4]}
-    assert "**beats random**" in verdict_lines({"max_coverages": [0.2, 0.31, 0.4, 0.49]}, rnd)[0]
-    assert "**below random**" in verdict_lines({"max_coverages": [0.0, 0.1, 0.21, 0.3]}, rnd)[0]
-    assert "not distinguishable" in verdict_lines({"max_coverages": [0.2, 0.1, 0.4, 0.3]}, rnd)[0]
-    assert "older worldgrad" in verdict_lines({}, rnd)[0]  # a run folder from before per-seed figures
+
+    def verdict(policy: dict) -> str:
+        return verdict_lines(policy_row({"policy_eval": policy, "eval": {"random": rnd}}))[0]
+
+    assert "**beats random**" in verdict({"max_coverages": [0.2, 0.31, 0.4, 0.49]})
+    assert "**below random**" in verdict({"max_coverages": [0.0, 0.1, 0.21, 0.3]})
+    assert "not distinguishable" in verdict({"max_coverages": [0.2, 0.1, 0.4, 0.3]})
+    assert "older worldgrad" in verdict({})  # a run folder from before per-seed figures

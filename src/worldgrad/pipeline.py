@@ -31,11 +31,11 @@ from worldgrad.commands import format_collect_summary
 from worldgrad.data.collect import CollectConfig, collect
 from worldgrad.envs.pusht import PushTConfig, render_goal_images
 from worldgrad.eval.harness import (
+    VS_RANDOM,
     EvalConfig,
     evaluate,
     evaluate_policy,
     format_table,
-    paired_difference,
     with_vs_random,
 )
 from worldgrad.eval.local import EvalLocalConfig, evaluate_local
@@ -235,16 +235,15 @@ def _eval_reference(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     return {k: {**s, "max_coverages": [e["max_coverage"] for e in episodes[k]]} for k, s in summaries.items()}
 
 
-def verdict_lines(policy: dict[str, Any], random: dict[str, Any]) -> list[str]:
-    """The policy against random on the same seeds: the paired difference in max coverage (issue 7's bar)."""
-    pol, rnd = policy.get("max_coverages"), random.get("max_coverages")
-    if pol is None or rnd is None or len(pol) != len(rnd):
+def verdict_lines(row: dict[str, Any]) -> list[str]:
+    """The policy against random on the same seeds (issue 7's bar), from its table row (:func:`policy_row`)."""
+    if VS_RANDOM not in row:
         return [
             "Against random: no per-seed figures in this run folder's evaluation stages (written by an older "
             "worldgrad); delete its stages/eval_policy.json and stages/eval_reference.json to rerun them.",
             "",
         ]
-    d, se = paired_difference(pol, rnd)
+    d, se = row[VS_RANDOM], row[VS_RANDOM + "_se"]
     if not se > 0:  # one seed, or identical coverages
         verdict = "too few seeds to tell"
     elif d > 2 * se:
@@ -254,13 +253,14 @@ def verdict_lines(policy: dict[str, Any], random: dict[str, Any]) -> list[str]:
     else:
         verdict = "not distinguishable from random (within two standard errors)"
     return [
-        f"Against random on the same {len(pol)} seeds: mean max coverage {d:+.4f} +- {se:.4f} (paired difference, "
-        f"standard error): {verdict}.",
+        f"Against random on the same {len(row['max_coverages'])} seeds: mean max coverage {d:+.4f} +- {se:.4f} "
+        f"(paired difference, standard error): {verdict}.",
         "",
     ]
 
 
-def _policy_row(results: dict[str, Any]) -> dict[str, Any]:
+def policy_row(results: dict[str, Any]) -> dict[str, Any]:
+    """The policy's evaluation with its paired lead over random on the same seeds, when both kept per-seed figures."""
     pol, rnd = results["policy_eval"], results["eval"].get("random", {})
     if "max_coverages" not in pol or len(pol["max_coverages"]) != len(rnd.get("max_coverages", ())):
         return pol
@@ -394,8 +394,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
     report = write_report(run, cfg, results, time.perf_counter() - t_start)
     print(f"[pipeline] report: {report}")  # noqa: T201
-    print(format_table({"dmo-sapo": _policy_row(results), **results["eval"]}))  # noqa: T201
-    print(verdict_lines(results["policy_eval"], results["eval"].get("random", {}))[0])  # noqa: T201
+    row = policy_row(results)
+    print(format_table({"dmo-sapo": row, **results["eval"]}))  # noqa: T201
+    print(verdict_lines(row)[0])  # noqa: T201
     return results
 
 
@@ -580,6 +581,7 @@ def time_lines(run: RunDir) -> list[str]:
 
 def write_report(run: RunDir, cfg: PipelineConfig, results: dict[str, Any], seconds: float) -> Path:
     """A markdown report of what ran and what it measured."""
+    row = policy_row(results)
     lines = [
         f"# worldgrad pipeline: {cfg.task}, preset `{cfg.preset}`",
         "",
@@ -596,9 +598,9 @@ def write_report(run: RunDir, cfg: PipelineConfig, results: dict[str, Any], seco
         "The learned policy sees only camera images; the operators read the screen state like a human "
         "teleoperator (references, not learned policies).",
         "",
-        format_table({"dmo-sapo (learned, images only)": _policy_row(results), **results["eval"]}),
+        format_table({"dmo-sapo (learned, images only)": row, **results["eval"]}),
         "",
-        *verdict_lines(results["policy_eval"], results["eval"].get("random", {})),
+        *verdict_lines(row),
         *time_lines(run),
     ]
     lines[
